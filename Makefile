@@ -1,0 +1,23 @@
+# pokegen: every target installs what it needs on a fresh Debian machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test system-packages
+
+$(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-dev.txt
+	$(VENV)/bin/pip install -q --no-deps -r requirements-nodeps.txt
+	touch $@
+
+venv: $(STAMP)
+
+# Debian packages the end-to-end tests start for real.
+system-packages:
+	scripts/install-system-packages.sh nginx=nginx-light chromium=chromium
+
+test: venv system-packages
+	$(PY) -m pytest
