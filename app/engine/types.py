@@ -1,0 +1,49 @@
+"""The hand-off between the HTTP layer and the generation engine.
+
+The HTTP layer validates a query into a `GenerationRequest`, submits it to the
+engine and reads back text pieces as they are sampled, then a
+`GenerationResult`. Overload is an exception raised at once, never a wait
+without end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+DEFAULT_PREFIX = "Pikachu and Ash were"
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prefix: str = DEFAULT_PREFIX
+    length: int = 256  # tokens to generate, 1..1023
+    temperature: float = 0.7
+    top_k: int = 40  # 0 turns it off
+    top_p: float = 1.0  # 1.0 turns nucleus sampling off
+    seed: Optional[int] = None  # same seed and parameters, same text
+    truncate: bool = True  # cut back to the last complete sentence
+    include_prefix: bool = True
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    prefix: str
+    tokens: int  # tokens generated (before truncation)
+    seconds: float
+    model: str
+
+
+@dataclass
+class Busy(Exception):
+    """No room for this request now: answer 503 with Retry-After."""
+
+    reason: str
+    retry_after: int = field(default=1)  # whole seconds, at least 1
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class ModelLoadError(RuntimeError):
+    """The checkpoint is missing or unreadable: one clear message at start."""
