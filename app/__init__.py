@@ -1,0 +1,74 @@
+"""pokegen's web application: `create_app()` builds it from the environment.
+
+One application per process holds one engine, started here and loaded in the
+background, so that the process answers /healthz (and 503 with Retry-After)
+while the weights load.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, g, request
+
+from app.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Config | None = None, engine=None) -> Flask:
+    """Builds the app. Without `engine`, a real one is created from `config`
+    (or the environment) and starts loading the checkpoint at once."""
+    from app.api import api
+    from app.metrics import ServiceMetrics
+    from app.service import Service
+
+    config = config or Config.from_env()
+    if engine is None:
+        engine = _start_engine(config)
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
+    app.extensions["pokegen"] = Service(engine=engine, config=config,
+                                        metrics=ServiceMetrics(engine))
+    app.register_blueprint(api)
+    app.before_request(_start_clock)
+    app.after_request(_finish_response)
+    return app
+
+
+def _start_engine(config: Config):
+    from app.engine import Engine
+
+    engine = Engine(config.checkpoint_dir, config.run_name,
+                    max_batch=config.generation_concurrency,
+                    max_queue=config.queue_size,
+                    queue_timeout=config.queue_timeout)
+    engine.start()
+    log.info("loading %s/%s in the background", config.checkpoint_dir, config.run_name)
+    return engine
+
+
+def _start_clock():
+    g.started = time.monotonic()
+
+
+def _finish_response(response):
+    response.headers.setdefault("Access-Control-Allow-Origin", "*")
+    response.headers.setdefault("Access-Control-Expose-Headers", "Retry-After")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if request.path != "/static" and not request.path.startswith("/static/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    metrics = _service().metrics
+    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+    status, started = response.status_code, g.get("started", time.monotonic())
+    if response.is_streamed:
+        # Counted when the last byte is sent, so a stream's latency is its whole length.
+        response.call_on_close(lambda: metrics.observe(endpoint, status,
+                                                       time.monotonic() - started))
+    else:
+        metrics.observe(endpoint, status, time.monotonic() - started)
+    return response
+
+
+def _service():
+    from flask import current_app
+    return current_app.extensions["pokegen"]

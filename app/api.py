@@ -1,0 +1,153 @@
+"""The HTTP API: generation as JSON, JSONP or a stream of events, plus probes,
+metrics and the model card. Validation happens before anything reaches the
+engine, and refusals are answered at once with a JSON reason.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import HTTPException
+
+from app.engine.types import Busy
+from app.metrics import CONTENT_TYPE_LATEST
+from app.responses import (error_response, json_response, jsonp_response, result_payload,
+                           sse_event)
+from app.service import ModelUnavailable
+from app.validation import ValidationError, parse_generation_query
+
+log = logging.getLogger(__name__)
+api = Blueprint("api", __name__)
+
+# The page forbids inline script and every other origin; nginx sends the same.
+PAGE_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
+                        "connect-src 'self'; img-src 'self'; base-uri 'none'; "
+                        "form-action 'self'; frame-ancestors 'none'")
+
+
+def service():
+    return current_app.extensions["pokegen"]
+
+
+@api.get("/")
+def generate():
+    if not request.query_string and _prefers_html():
+        page = current_app.send_static_file("index.html")
+        page.headers["Content-Security-Policy"] = PAGE_SECURITY_POLICY
+        return page
+    query = parse_generation_query(request.args)
+    generation = service().submit(query.request)
+    try:
+        result = generation.result(timeout=service().config.request_timeout)
+    except TimeoutError:
+        generation.cancel()
+        return error_response(504, "the generation took longer than the request timeout")
+    service().metrics.tokens.inc(result.tokens)
+    payload = result_payload(result)
+    if query.callback:
+        return jsonp_response(query.callback, payload)
+    return json_response(payload)
+
+
+@api.get("/stream")
+def stream():
+    query = parse_generation_query(request.args, allow_callback=False)
+    generation = service().submit(query.request)
+    return Response(_events(service(), generation), content_type="text/event-stream; charset=utf-8",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _events(svc, generation):
+    """Pieces as they are sampled, then the JSON of `/`. Closing the response
+    (the client went away) cancels the generation and frees its slot."""
+    finished = False
+    try:
+        for piece in generation.pieces():
+            yield sse_event("piece", {"text": piece})
+        result = generation.result(timeout=svc.config.request_timeout)
+        finished = True
+        svc.metrics.tokens.inc(result.tokens)
+        yield sse_event("done", result_payload(result))
+    except Busy as busy:
+        yield sse_event("error", {"error": busy.reason, "status": 503,
+                                  "retry_after": busy.retry_after})
+    except TimeoutError:
+        yield sse_event("error", {"error": "the generation took longer than the request "
+                                           "timeout", "status": 504})
+    except Exception:
+        log.exception("generation failed while streaming")
+        yield sse_event("error", {"error": "the generation failed", "status": 500})
+    finally:
+        if not finished:
+            generation.cancel()
+
+
+@api.get("/healthz")
+def healthz():
+    return json_response({"status": "alive"})
+
+
+@api.get("/readyz")
+def readyz():
+    engine = service().engine
+    if engine.state == "ready":
+        return json_response({"status": "ready", "model": engine.model_name})
+    if engine.state == "failed":
+        return error_response(503, f"the model failed to load: {engine.error}",
+                              state="failed")
+    return error_response(503, "the model is still loading", state=engine.state,
+                          retry_after=service().config.loading_retry_after)
+
+
+@api.get("/info")
+def info():
+    return json_response(service().info())
+
+
+@api.get("/metrics")
+def metrics():
+    return Response(service().metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+@api.app_errorhandler(ValidationError)
+def bad_parameter(error: ValidationError):
+    return error_response(400, error.reason, parameter=error.parameter)
+
+
+@api.app_errorhandler(Busy)
+def busy(error: Busy):
+    return error_response(503, error.reason, retry_after=max(1, int(error.retry_after)))
+
+
+@api.app_errorhandler(ModelUnavailable)
+def model_unavailable(error: ModelUnavailable):
+    return error_response(503, str(error))
+
+
+@api.app_errorhandler(HTTPException)
+def http_error(error: HTTPException):
+    # Keeps headers such as Allow on a 405, with a JSON body instead of HTML.
+    response = error_response(error.code or 500, _short_reason(error))
+    for name, value in error.get_response().headers:
+        if name.lower() not in ("content-type", "content-length"):
+            response.headers[name] = value
+    return response
+
+
+@api.app_errorhandler(Exception)
+def internal_error(error: Exception):
+    log.exception("unhandled error")
+    return error_response(500, "internal error")
+
+
+def _short_reason(error: HTTPException) -> str:
+    if error.code == 404:
+        return f"no such path: {request.path}"
+    if error.code == 405:
+        return f"method {request.method} is not allowed for {request.path}"
+    return (error.name or "error").lower()
+
+
+def _prefers_html() -> bool:
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "text/html"

@@ -1,0 +1,73 @@
+"""Service configuration, read from environment variables with defaults that work.
+
+Every setting has one name, used alike by `make serve`, the containers and the
+tests. A bad value stops the start with one clear message.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class Config:
+    checkpoint_dir: str = "checkpoint"
+    run_name: str = "run1"
+    # Generations decoded at once: the article's cap of three, as one batch.
+    generation_concurrency: int = 3
+    # Requests allowed to wait for a slot, and how long each may wait.
+    queue_size: int = 16
+    queue_timeout: float = 30.0
+    # Longest a request may take from arrival to its last token; nginx's
+    # upstream timeout must be longer.
+    request_timeout: float = 300.0
+    # Seconds a client is told to wait while the model loads.
+    loading_retry_after: int = 5
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        return cls(
+            checkpoint_dir=env.get("CHECKPOINT_DIR") or defaults.checkpoint_dir,
+            run_name=env.get("RUN_NAME") or defaults.run_name,
+            generation_concurrency=_number(env, "GENERATION_CONCURRENCY", int,
+                                           defaults.generation_concurrency, minimum=1),
+            queue_size=_number(env, "QUEUE_SIZE", int, defaults.queue_size, minimum=0),
+            queue_timeout=_number(env, "QUEUE_TIMEOUT", float, defaults.queue_timeout, minimum=0),
+            request_timeout=_number(env, "REQUEST_TIMEOUT", float, defaults.request_timeout,
+                                    minimum=1),
+            loading_retry_after=_number(env, "LOADING_RETRY_AFTER", int,
+                                        defaults.loading_retry_after, minimum=1),
+        )
+
+    def limits(self) -> dict:
+        """The limits in force, as shown by /info."""
+        return {
+            "generation_concurrency": self.generation_concurrency,
+            "queue_size": self.queue_size,
+            "queue_timeout_seconds": self.queue_timeout,
+            "request_timeout_seconds": self.request_timeout,
+        }
+
+
+def _number(env, name, kind, default, *, minimum):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a{'n integer' if kind is int else ' finite number'}, "
+                          f"got {raw!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value

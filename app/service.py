@@ -1,0 +1,65 @@
+"""What the HTTP layer needs from the engine, in one place: the context-window
+check, submission, and refusals with a reason when the model is not serving.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from app.config import Config
+from app.engine.types import Busy, GenerationRequest
+from app.metrics import ServiceMetrics
+from app.validation import check_context_fits
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(Exception):
+    """The model failed to load: every generation is refused with this reason."""
+
+
+@dataclass
+class Service:
+    engine: object
+    config: Config
+    metrics: ServiceMetrics
+
+    def submit(self, request: GenerationRequest):
+        """Hands a validated request to the engine; raises Busy, ModelUnavailable
+        or ValidationError at once, never waits for a slot here."""
+        if self.engine.state == "failed":
+            raise ModelUnavailable(f"the model failed to load: {self.engine.error}")
+        if self.engine.state != "ready":
+            raise Busy("the model is still loading", self.config.loading_retry_after)
+        check_context_fits(request, self.engine.count_tokens, self.n_ctx())
+        return self.engine.submit(request)
+
+    def n_ctx(self) -> int:
+        return int(self.engine.info["hparams"]["n_ctx"])
+
+    def info(self) -> dict:
+        return {
+            "model": self.engine.model_name,
+            "state": self.engine.state,
+            "error": self.engine.error,
+            "engine": self.engine.info,
+            "limits": {**self.config.limits(), **_request_limits()},
+            "graph_ops": _graph_ops(self.engine),
+        }
+
+
+def _request_limits() -> dict:
+    from app import validation
+    return {
+        "max_prefix_characters": validation.MAX_PREFIX_CHARS,
+        "max_length": validation.MAX_LENGTH,
+        "max_temperature": validation.MAX_TEMPERATURE,
+        "max_top_k": validation.MAX_TOP_K,
+    }
+
+
+def _graph_ops(engine):
+    try:
+        return engine.graph_ops()
+    except Exception:  # not loaded yet, or failed
+        return None

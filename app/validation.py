@@ -1,0 +1,147 @@
+"""Turns a query string into a `GenerationRequest`, or one clear reason why not.
+
+Parsing is strict on purpose: "1.5" is not a length, "nan" is not a
+temperature, a misspelt parameter is an error rather than silently ignored.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional
+
+from app.engine.types import DEFAULT_PREFIX, GenerationRequest
+
+MAX_PREFIX_CHARS = 1000
+MAX_LENGTH = 1023
+MAX_TEMPERATURE = 5.0
+MAX_TOP_K = 1000
+MAX_SEED = 2**31 - 1
+CALLBACK_PATTERN = re.compile(r"[A-Za-z_$][0-9A-Za-z_$.]{0,63}")
+
+GENERATION_PARAMETERS = ("prefix", "sample", "length", "temperature", "top_k", "top_p",
+                         "seed", "truncate", "include_prefix")
+# `_` is the cache-buster jQuery adds to JSONP calls of the original front end.
+JSONP_PARAMETERS = ("callback", "_")
+
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ValidationError(ValueError):
+    """A bad query: answered with 400 and this reason."""
+
+    def __init__(self, reason: str, parameter: Optional[str] = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.parameter = parameter
+
+
+@dataclass(frozen=True)
+class GenerationQuery:
+    request: GenerationRequest
+    callback: Optional[str] = None  # a checked JSONP function name
+
+
+def parse_generation_query(args, *, allow_callback: bool = True) -> GenerationQuery:
+    """Validates a MultiDict of query parameters (Flask's `request.args`)."""
+    allowed = GENERATION_PARAMETERS + (JSONP_PARAMETERS if allow_callback else ())
+    for name in args.keys():
+        if name not in allowed:
+            raise ValidationError(f"unknown parameter {name!r}; known parameters: "
+                                  f"{', '.join(allowed)}", name)
+        if len(args.getlist(name)) > 1:
+            raise ValidationError(f"{name} is given more than once", name)
+    values: Mapping[str, str] = {name: args.get(name) for name in args.keys()}
+    defaults = GenerationRequest()
+    request = GenerationRequest(
+        prefix=_prefix(values),
+        length=_integer(values, "length", defaults.length, 1, MAX_LENGTH),
+        temperature=_decimal(values, "temperature", defaults.temperature, 0.0, MAX_TEMPERATURE,
+                             above_minimum=True),
+        top_k=_integer(values, "top_k", defaults.top_k, 0, MAX_TOP_K),
+        top_p=_decimal(values, "top_p", defaults.top_p, 0.0, 1.0, above_minimum=True),
+        seed=_integer(values, "seed", defaults.seed, 0, MAX_SEED),
+        truncate=_boolean(values, "truncate", defaults.truncate),
+        include_prefix=_boolean(values, "include_prefix", defaults.include_prefix),
+    )
+    return GenerationQuery(request=request, callback=_callback(values))
+
+
+def check_context_fits(request: GenerationRequest, count_tokens: Callable[[str], int],
+                       n_ctx: int) -> None:
+    """The prefix and the tokens to generate must fit the model's context window."""
+    prefix_tokens = count_tokens(request.prefix)
+    if prefix_tokens + request.length > n_ctx:
+        room = n_ctx - prefix_tokens
+        advice = (f"ask for at most length={room}" if room >= 1
+                  else "shorten the prefix")
+        raise ValidationError(
+            f"the prefix is {prefix_tokens} tokens and length is {request.length}: together "
+            f"they exceed the model's context of {n_ctx} tokens; {advice}", "length")
+
+
+def _prefix(values) -> str:
+    if "prefix" in values and "sample" in values:
+        raise ValidationError("give the prefix as prefix or as sample, not both", "prefix")
+    name = "prefix" if "prefix" in values else "sample"
+    text = values.get(name)
+    if text is None or not text.strip():
+        return DEFAULT_PREFIX
+    if len(text) > MAX_PREFIX_CHARS:
+        raise ValidationError(f"{name} must be at most {MAX_PREFIX_CHARS} characters, "
+                              f"got {len(text)}", name)
+    if "\x00" in text:
+        raise ValidationError(f"{name} must not contain NUL characters", name)
+    return text
+
+
+def _integer(values, name, default, low, high):
+    raw = values.get(name)
+    if raw is None:
+        return default
+    # The length cap keeps int() away from its limit on digit strings.
+    if (len(raw) > 30 or not _INTEGER.fullmatch(raw.strip())
+            or not low <= int(raw) <= high):
+        raise ValidationError(f"{name} must be an integer from {low} to {high}, got {raw!r}",
+                              name)
+    return int(raw)
+
+
+def _decimal(values, name, default, low, high, *, above_minimum):
+    raw = values.get(name)
+    if raw is None:
+        return default
+    bounds = (f"greater than {low:g} and at most {high:g}" if above_minimum
+              else f"from {low:g} to {high:g}")
+    ok = _DECIMAL.fullmatch(raw.strip()) is not None
+    value = float(raw) if ok else math.nan
+    in_range = low < value <= high if above_minimum else low <= value <= high
+    if not ok or not in_range:
+        raise ValidationError(f"{name} must be a number {bounds}, got {raw!r}", name)
+    return value
+
+
+def _boolean(values, name, default):
+    raw = values.get(name)
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValidationError(f"{name} must be true or false (also 1/0, yes/no, on/off), "
+                          f"got {raw!r}", name)
+
+
+def _callback(values) -> Optional[str]:
+    name = values.get("callback")
+    if name is None:
+        return None
+    if not CALLBACK_PATTERN.fullmatch(name):
+        raise ValidationError("callback must be a JavaScript name: a letter, _ or $, then up "
+                              "to 63 letters, digits, _, $ or dots", "callback")
+    return name

@@ -1,0 +1,62 @@
+"""A stand-in for the engine, for unit tests of the HTTP layer only: it follows
+the engine's contract (submit, pieces, result, cancel, Busy) without a model."""
+from __future__ import annotations
+
+import threading
+import time
+
+from app.engine.types import Busy, GenerationResult
+
+
+class EngineDouble:
+    def __init__(self, state="ready", error=None, n_ctx=1024):
+        self.state = state
+        self.error = error
+        self.model_name = "double"
+        self.info = {"hparams": {"n_ctx": n_ctx, "n_vocab": 300}, "card": None}
+        self.busy_reason = None  # set to make submit() refuse
+        self.submitted = []
+        self.cancelled = []
+        self.pieces_per_generation = ["Then", " Team", " Rocket", " came."]
+        self.piece_delay = 0.0
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def submit(self, request):
+        if self.busy_reason:
+            raise Busy(self.busy_reason, 7)
+        self.submitted.append(request)
+        return GenerationDouble(self, request)
+
+    def stats(self):
+        return {"in_flight": 1, "queued": 2}
+
+    def graph_ops(self):
+        return 1234
+
+    def close(self):
+        pass
+
+
+class GenerationDouble:
+    def __init__(self, engine, request):
+        self.engine = engine
+        self.request = request
+        self.cancel_event = threading.Event()
+
+    def pieces(self):
+        for piece in self.engine.pieces_per_generation:
+            time.sleep(self.engine.piece_delay)
+            yield piece
+
+    def result(self, timeout=None):
+        generated = "".join(self.engine.pieces_per_generation)
+        text = (self.request.prefix if self.request.include_prefix else "") + " " + generated
+        return GenerationResult(text=text, prefix=self.request.prefix,
+                                tokens=len(self.engine.pieces_per_generation),
+                                seconds=0.01, model=self.engine.model_name)
+
+    def cancel(self):
+        self.cancel_event.set()
+        self.engine.cancelled.append(self)

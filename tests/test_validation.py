@@ -1,0 +1,94 @@
+"""Query validation: every parameter's parsing, range and error message."""
+import pytest
+from werkzeug.datastructures import MultiDict
+
+from app.engine.types import DEFAULT_PREFIX
+from app.validation import (ValidationError, check_context_fits, parse_generation_query)
+
+
+def parse(query, **kwargs):
+    return parse_generation_query(MultiDict(query), **kwargs)
+
+
+def test_defaults_follow_the_original():
+    request = parse([]).request
+    assert request.prefix == DEFAULT_PREFIX
+    assert (request.length, request.temperature, request.top_k, request.top_p) == (256, 0.7, 40, 1.0)
+    assert request.seed is None and request.truncate and request.include_prefix
+
+
+def test_every_parameter_is_read():
+    query = parse([("prefix", "Misty sneezed"), ("length", "12"), ("temperature", "1.25"),
+                   ("top_k", "0"), ("top_p", ".9"), ("seed", "42"), ("truncate", "off"),
+                   ("include_prefix", "FALSE"), ("callback", "jQuery123_456.cb"), ("_", "17")])
+    r = query.request
+    assert (r.prefix, r.length, r.temperature, r.top_k, r.top_p, r.seed) == \
+        ("Misty sneezed", 12, 1.25, 0, 0.9, 42, )
+    assert (r.truncate, r.include_prefix, query.callback) == (False, False, "jQuery123_456.cb")
+
+
+def test_sample_is_the_original_name_of_prefix():
+    assert parse([("sample", "Brock cooked")]).request.prefix == "Brock cooked"
+
+
+@pytest.mark.parametrize("query, parameter", [
+    ([("length", "0")], "length"),
+    ([("length", "1024")], "length"),
+    ([("length", "1.5")], "length"),
+    ([("length", "ten")], "length"),
+    ([("length", "")], "length"),
+    ([("length", "٣")], "length"),  # a digit, but not an ASCII one
+    ([("length", "9" * 5000)], "length"),
+    ([("temperature", "0")], "temperature"),
+    ([("temperature", "-1")], "temperature"),
+    ([("temperature", "nan")], "temperature"),
+    ([("temperature", "inf")], "temperature"),
+    ([("temperature", "5.01")], "temperature"),
+    ([("top_k", "-1")], "top_k"),
+    ([("top_k", "1001")], "top_k"),
+    ([("top_p", "0")], "top_p"),
+    ([("top_p", "1.1")], "top_p"),
+    ([("seed", "-3")], "seed"),
+    ([("seed", "2147483648")], "seed"),
+    ([("truncate", "maybe")], "truncate"),
+    ([("include_prefix", "2")], "include_prefix"),
+    ([("prefix", "x" * 1001)], "prefix"),
+    ([("sample", "x" * 1001)], "sample"),
+    ([("prefix", "a\x00b")], "prefix"),
+    ([("prefix", "a"), ("sample", "b")], "prefix"),
+    ([("length", "5"), ("length", "6")], "length"),
+    ([("lenght", "5")], "lenght"),
+    ([("callback", "alert(1)")], "callback"),
+    ([("callback", "1abc")], "callback"),
+    ([("callback", "a" * 65)], "callback"),
+    ([("callback", "")], "callback"),
+    ([("callback", "a-b")], "callback"),
+])
+def test_bad_values_are_refused_with_the_parameter_named(query, parameter):
+    with pytest.raises(ValidationError) as caught:
+        parse(query)
+    assert caught.value.parameter == parameter
+    assert parameter in caught.value.reason
+
+
+def test_a_prefix_of_exactly_1000_characters_is_fine():
+    assert len(parse([("prefix", "é" * 1000)]).request.prefix) == 1000
+
+
+def test_callback_is_refused_where_jsonp_is_not_offered():
+    with pytest.raises(ValidationError):
+        parse([("callback", "cb")], allow_callback=False)
+
+
+def test_longest_allowed_callback():
+    name = "$" + "a" * 63
+    assert parse([("callback", name)]).callback == name
+
+
+def test_context_window_counts_prefix_and_length():
+    words = parse([("prefix", "one two three"), ("length", "1021")]).request
+    check_context_fits(words, lambda text: len(text.split()), 1024)  # 3 + 1021 fits
+    too_long = parse([("prefix", "one two three four"), ("length", "1021")]).request
+    with pytest.raises(ValidationError) as caught:
+        check_context_fits(too_long, lambda text: len(text.split()), 1024)
+    assert "length=1020" in caught.value.reason
