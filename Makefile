@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test system-packages
+.PHONY: venv test system-packages serve
 
 $(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ venv: $(STAMP)
 
 # Debian packages the end-to-end tests start for real.
 system-packages:
-	scripts/install-system-packages.sh nginx=nginx-light chromium=chromium
+	scripts/install-system-packages.sh nginx=nginx-light chromium=chromium envsubst=gettext-base
 
 test: venv system-packages
 	$(PY) -m pytest
+
+# The service on http://localhost:5000 (PORT overrides): uWSGI + nginx in the
+# foreground, building the demo model first when none exists; Ctrl-C stops it.
+serve: venv
+	scripts/serve.sh

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# `make serve`: uWSGI (the Flask app) and nginx in the foreground, on port 5000.
+# Builds the demo model first when the default checkpoint is missing, installs
+# nginx when it is missing (as root), and stops both servers on Ctrl-C or SIGTERM.
+#
+# Settings (environment): PORT (5000), BIND_ADDRESS (0.0.0.0), CHECKPOINT_DIR
+# (checkpoint), RUN_NAME (run1), GENERATION_CONCURRENCY, QUEUE_SIZE,
+# QUEUE_TIMEOUT, REQUEST_TIMEOUT (see app/config.py), RUN_DIR (run: socket,
+# rendered nginx configuration, pid and temp files).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+started=$SECONDS
+
+export CHECKPOINT_DIR="${CHECKPOINT_DIR:-checkpoint}"
+export RUN_NAME="${RUN_NAME:-run1}"
+export PORT="${PORT:-5000}"
+export RUN_DIR="${RUN_DIR:-$root/run}"
+export POKEGEN_SOCKET="${POKEGEN_SOCKET:-$RUN_DIR/uwsgi.sock}"
+export VIRTUAL_ENV="${VIRTUAL_ENV:-$root/.venv}"
+# The app answers before nginx gives up on it.
+export REQUEST_TIMEOUT="${REQUEST_TIMEOUT:-300}"
+export UPSTREAM_TIMEOUT="${UPSTREAM_TIMEOUT:-$(( ${REQUEST_TIMEOUT%.*} + 30 ))}"
+
+if [ ! -f "$CHECKPOINT_DIR/$RUN_NAME/checkpoint" ]; then
+  if [ "$CHECKPOINT_DIR/$RUN_NAME" != "checkpoint/run1" ]; then
+    echo "error: no checkpoint in $CHECKPOINT_DIR/$RUN_NAME (train one with train.py)" >&2
+    exit 1
+  fi
+  echo "No checkpoint in checkpoint/run1: building the demo model first (make model)."
+  make model
+fi
+
+scripts/install-system-packages.sh nginx=nginx-light envsubst=gettext-base
+mkdir -p "$RUN_DIR"
+nginx_conf="$(RUN_DIR="$RUN_DIR/nginx" scripts/render-nginx-config.sh)"
+nginx -t -q -p "$RUN_DIR/nginx" -c "$nginx_conf" -e stderr
+
+uwsgi_pid="" nginx_pid="" waiter_pid=""
+stop() {
+  trap - INT TERM EXIT
+  [ -n "$waiter_pid" ] && kill -TERM "$waiter_pid" 2>/dev/null || true
+  [ -n "$nginx_pid" ] && kill -QUIT "$nginx_pid" 2>/dev/null || true
+  [ -n "$uwsgi_pid" ] && kill -TERM "$uwsgi_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  echo "pokegen stopped."
+}
+trap 'stop; exit 130' INT
+trap 'stop; exit 143' TERM
+trap stop EXIT
+
+rm -f "$POKEGEN_SOCKET"
+"$VIRTUAL_ENV/bin/uwsgi" --ini uwsgi.ini &
+uwsgi_pid=$!
+nginx -p "$RUN_DIR/nginx" -c "$nginx_conf" -e stderr -g "daemon off;" &
+nginx_pid=$!
+echo "pokegen on http://localhost:$PORT/ (loading $CHECKPOINT_DIR/$RUN_NAME; Ctrl-C stops)"
+
+# In the background so that Ctrl-C and SIGTERM are handled at once.
+"$VIRTUAL_ENV/bin/python" scripts/wait_ready.py "http://127.0.0.1:$PORT/readyz" \
+  --since "$(( SECONDS - started ))" --watch-pid "$uwsgi_pid" --watch-pid "$nginx_pid" &
+waiter_pid=$!
+wait "$waiter_pid" || exit 1
+waiter_pid=""
+
+# Either server ending ends the service; the EXIT trap stops the other one.
+status=0
+wait -n "$uwsgi_pid" "$nginx_pid" || status=$?
+echo "error: a server exited (status $status); stopping" >&2
+exit $(( status == 0 ? 1 : status ))
