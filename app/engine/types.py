@@ -23,6 +23,7 @@ class GenerationRequest:
     seed: Optional[int] = None  # same seed and parameters, same text
     truncate: bool = True  # cut back to the last complete sentence
     include_prefix: bool = True
+    stop_at_end: bool = True  # end early when the model writes <|endoftext|>
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class GenerationResult:
     tokens: int  # tokens generated (before truncation)
     seconds: float
     model: str
+    # "length" (all tokens written), "end_of_text" (the model ended the
+    # episode), "cancelled" (the caller went away), "shutdown" (cut short by close)
+    finish_reason: str = "length"
 
 
 @dataclass

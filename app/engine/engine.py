@@ -1,0 +1,207 @@
+"""The engine the HTTP layer talks to: load once, then accept requests.
+
+`start()` returns at once; a background thread loads the checkpoint, builds
+the decoding graph and then runs the scheduler loop for the life of the
+process. HTTP threads only submit requests and read their results.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+
+from .admission import GenerationQueue
+from .checkpoint import Checkpoint, WeightReader, first_line, open_checkpoint
+from .generation import Generation
+from .graph import DecoderGraph
+from .scheduler import Scheduler
+from .text import Tokenizer
+from .types import Busy, GenerationRequest, ModelLoadError
+
+log = logging.getLogger("pokegen.engine")
+
+LOADING, READY, FAILED = "loading", "ready", "failed"
+# Before any generation has finished, guess this long for one (seconds).
+FIRST_GUESS_SECONDS = 10.0
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+class Engine:
+    def __init__(self, checkpoint_dir: str, run_name: str = "run1", *,
+                 max_batch: int = 3, max_queue: int = 16, queue_timeout: float = 30.0,
+                 threads: int | None = None):
+        if max_batch < 1 or max_queue < 0 or queue_timeout <= 0:
+            raise ValueError("max_batch >= 1, max_queue >= 0 and queue_timeout > 0 are required")
+        self.checkpoint_dir = checkpoint_dir
+        self.run_name = run_name
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.queue_timeout = queue_timeout
+        self.threads = threads or default_threads()
+        self.state = LOADING
+        self.error: str | None = None
+        self.model_name = run_name
+        self._checkpoint: Checkpoint | None = None
+        self._tokenizer: Tokenizer | None = None
+        self._graph: DecoderGraph | None = None
+        self._scheduler: Scheduler | None = None
+        self._queue = GenerationQueue(max_batch, max_queue)
+        self._settled = threading.Event()  # ready or failed
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._lock = threading.Lock()
+        self._mean_seconds = FIRST_GUESS_SECONDS
+        self._finished = 0
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, name="pokegen-engine", daemon=True)
+                self._thread.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        self._settled.wait(timeout)
+        return self.state == READY
+
+    def close(self, grace: float = 10.0) -> None:
+        """Refuses new and waiting requests, lets running ones finish for up to
+        `grace` seconds (then ends them with the text they have), stops the thread."""
+        self._closing = True
+        for generation in self._queue.close("the service is shutting down"):
+            generation.fail(Busy("the service is shutting down", retry_after=self._retry_after()))
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.stop(grace)
+        if self._thread is not None:
+            self._thread.join(grace + 30.0)
+
+    def _main(self) -> None:
+        try:
+            self._load()
+        except ModelLoadError as e:
+            self._fail(str(e))
+            return
+        except Exception as e:  # anything else a broken checkpoint can throw
+            self._fail(f"cannot load model from {self.checkpoint_dir}/{self.run_name}: {first_line(e)}")
+            return
+        if self._closing:
+            self._graph.close()
+            return
+        self.state = READY
+        self._settled.set()
+        log.info("model %s ready (%d graph ops)", self.model_name, self.graph_ops())
+        try:
+            self._scheduler.run()
+        finally:
+            self._graph.close()
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self.state = FAILED
+        self._queue.close(f"the model failed to load: {message}")
+        self._settled.set()
+        log.error("model failed to load: %s", message)
+
+    def _load(self) -> None:
+        checkpoint = open_checkpoint(self.checkpoint_dir, self.run_name)
+        self._checkpoint = checkpoint
+        card = checkpoint.card or {}
+        self.model_name = str(card.get("name") or self.run_name)
+        tokenizer = Tokenizer(checkpoint.run_dir, checkpoint.hparams.n_vocab)
+        reader = WeightReader(checkpoint)
+        graph = DecoderGraph(checkpoint.hparams, n_slots=self.max_batch, threads=self.threads)
+        try:
+            graph.load_weights(reader)
+            graph.warm_up()
+        except BaseException:
+            graph.close()
+            raise
+        self._tokenizer, self._graph = tokenizer, graph
+        self._scheduler = Scheduler(graph, tokenizer, self._queue, self.model_name,
+                                    on_finish=self._note_finished)
+
+    # ------------------------------------------------------------- requests
+    def submit(self, request: GenerationRequest) -> Generation:
+        """Queues a request; raises Busy at once when it cannot be taken."""
+        _check(request)
+        if self._closing:
+            raise Busy("the service is shutting down", retry_after=self._retry_after())
+        if self.state == LOADING:
+            raise Busy("the model is still loading", retry_after=5)
+        if self.state == FAILED:
+            raise Busy(f"the model failed to load: {self.error}", retry_after=60)
+        prompt = self._tokenizer.encode(request.prefix) or self._empty_prompt()
+        generation = Generation(request, prompt, self.queue_timeout)
+        self._queue.submit(generation, self._retry_after())
+        return generation
+
+    def count_tokens(self, text: str) -> int:
+        """How many context positions a prefix takes (what submit() will feed)."""
+        if self._tokenizer is None:
+            raise Busy("the model is still loading", retry_after=5)
+        return len(self._tokenizer.encode(text) or self._empty_prompt())
+
+    def _empty_prompt(self) -> list[int]:
+        # Like gpt-2-simple: an empty prefix starts from the document delimiter.
+        if self._tokenizer.end_of_text is not None:
+            return [self._tokenizer.end_of_text]
+        return self._tokenizer.encode("\n")
+
+    def _note_finished(self, seconds: float) -> None:
+        with self._lock:
+            self._finished += 1
+            self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * seconds
+
+    def _retry_after(self) -> int:
+        """Whole seconds until a slot is likely free for one more request."""
+        rounds = (self._queue.queued + 1) / self.max_batch
+        return int(min(300, max(1, math.ceil(self._mean_seconds * rounds))))
+
+    # ---------------------------------------------------------- inspection
+    @property
+    def info(self) -> dict:
+        checkpoint = self._checkpoint
+        return {
+            "model": self.model_name,
+            "run_name": self.run_name,
+            "state": self.state,
+            "checkpoint": checkpoint.path if checkpoint else None,
+            "hparams": checkpoint.hparams.as_dict() if checkpoint else None,
+            "card": checkpoint.card if checkpoint else None,
+            "limits": {
+                "max_batch": self.max_batch,
+                "max_queue": self.max_queue,
+                "queue_timeout": self.queue_timeout,
+                "max_tokens": (checkpoint.hparams.n_ctx - 1) if checkpoint else None,
+            },
+        }
+
+    def stats(self) -> dict:
+        return {
+            "state": self.state,
+            "in_flight": self._queue.in_flight,
+            "queued": self._queue.queued,
+            "max_batch": self.max_batch,
+            "max_queue": self.max_queue,
+            "finished": self._finished,
+            "graph_ops": self.graph_ops(),
+        }
+
+    def graph_ops(self) -> int:
+        return self._graph.op_count() if self._graph is not None else 0
+
+
+def _check(request: GenerationRequest) -> None:
+    """The HTTP layer validates first; this keeps a bad call from reaching the loop."""
+    if not 1 <= request.length:
+        raise ValueError("length must be at least 1")
+    if request.temperature < 0 or request.top_k < 0 or not 0 < request.top_p <= 1:
+        raise ValueError("temperature >= 0, top_k >= 0 and 0 < top_p <= 1 are required")

@@ -1,0 +1,180 @@
+"""The decoding loop: continuous batching over the cache slots.
+
+One thread owns the TensorFlow session. Each turn it starts the requests that
+got a slot (running their prompt alone, which also yields their first
+token), then advances every running request by one token in a single batched
+step. A request leaves the batch as soon as it is done or cancelled, and its
+slot goes to the next one in the queue.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .admission import GenerationQueue
+from .generation import Generation
+from .graph import DecoderGraph
+from .sampling import TokenSampler
+from .text import PieceDecoder, Tokenizer, cut_to_last_sentence
+from .types import Busy, GenerationResult
+
+log = logging.getLogger("pokegen.engine")
+
+
+@dataclass
+class RunningSequence:
+    generation: Generation
+    slot: int
+    position: int          # where the next fed token goes in the cache
+    last_token: int
+    limit: int             # tokens to generate
+    sampler: TokenSampler
+    decoder: PieceDecoder
+    started_at: float
+    produced: int = 0
+    pieces: list[str] = field(default_factory=list)
+    ended: bool = False    # end-of-text sampled
+
+
+class Scheduler:
+    def __init__(self, graph: DecoderGraph, tokenizer: Tokenizer, queue: GenerationQueue,
+                 model_name: str, on_finish=None):
+        self.graph = graph
+        self.tokenizer = tokenizer
+        self.queue = queue
+        self.model_name = model_name
+        self.on_finish = on_finish or (lambda seconds: None)
+        self.free_slots = list(range(graph.n_slots))
+        self.running: list[RunningSequence] = []
+        self.stopping = False
+        self.stop_deadline = float("inf")
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> None:
+        while True:
+            self._drop_stale_waiting()
+            for generation in self.queue.take_ready():
+                self._start(generation)
+            if self.stopping and time.monotonic() >= self.stop_deadline:
+                for seq in list(self.running):
+                    self._finish(seq, "shutdown")
+            if not self.running:
+                if self.stopping and not self.queue.in_flight:
+                    return
+                self.queue.wait_for_work(self._idle_timeout())
+                continue
+            self._step()
+
+    def stop(self, grace: float) -> None:
+        self.stop_deadline = time.monotonic() + grace
+        self.stopping = True
+
+    def _idle_timeout(self) -> float:
+        deadline = self.queue.next_deadline()
+        if deadline is None:
+            return 0.5
+        return min(0.5, max(0.0, deadline - time.monotonic()))
+
+    def _drop_stale_waiting(self) -> None:
+        expired, cancelled = self.queue.remove_stale()
+        for generation in expired:
+            waited = time.monotonic() - generation.submitted_at
+            generation.fail(Busy(f"waited {waited:.0f} s for a generation slot", retry_after=1))
+        for generation in cancelled:
+            generation.finish(self._result(generation, "", 0, "cancelled"))
+
+    # ------------------------------------------------------------ sequences
+    def _start(self, generation: Generation) -> None:
+        if generation.cancelled:
+            generation.finish(self._result(generation, "", 0, "cancelled"))
+            self.queue.release()
+            return
+        request = generation.request
+        n_ctx = self.graph.hparams.n_ctx
+        limit = max(1, min(request.length, n_ctx - 1))
+        # The cache holds n_ctx positions: keep the latest prompt tokens that
+        # leave room for `limit` new ones.
+        prompt = generation.prompt[-(n_ctx - limit):]
+        slot = self.free_slots.pop()
+        seq = RunningSequence(
+            generation=generation, slot=slot, position=len(prompt), last_token=-1, limit=limit,
+            sampler=TokenSampler(request.temperature, request.top_k, request.top_p, request.seed,
+                                 self.tokenizer.vocab_size),
+            decoder=PieceDecoder(self.tokenizer), started_at=time.monotonic())
+        self.running.append(seq)
+        try:
+            logits = self.graph.forward(np.array([prompt], np.int32),
+                                        np.arange(len(prompt), dtype=np.int32)[None, :],
+                                        np.array([slot], np.int32))
+        except Exception as e:  # the session is broken: nothing sensible to retry
+            self._fail_all(e)
+            return
+        self._advance(seq, logits[0])
+
+    def _step(self) -> None:
+        for seq in [s for s in self.running if s.generation.cancelled]:
+            self._finish(seq, "cancelled")
+        if not self.running:
+            return
+        rows = self.running
+        try:
+            logits = self.graph.forward(
+                np.array([[s.last_token] for s in rows], np.int32),
+                np.array([[s.position] for s in rows], np.int32),
+                np.array([s.slot for s in rows], np.int32))
+        except Exception as e:
+            self._fail_all(e)
+            return
+        for seq in rows:
+            seq.position += 1
+        for seq, row in zip(list(rows), logits):
+            self._advance(seq, row)
+
+    def _advance(self, seq: RunningSequence, logits: np.ndarray) -> None:
+        """Samples the sequence's next token and ends it when it is done."""
+        token = seq.sampler(logits)
+        if token == self.tokenizer.end_of_text and seq.generation.request.stop_at_end:
+            seq.ended = True
+        else:
+            seq.produced += 1
+            seq.last_token = token
+            piece = seq.decoder.feed(token)
+            seq.pieces.append(piece)
+            seq.generation.push_piece(piece)
+        if seq.ended:
+            self._finish(seq, "end_of_text")
+        elif seq.produced >= seq.limit:
+            self._finish(seq, "length")
+
+    def _finish(self, seq: RunningSequence, reason: str) -> None:
+        tail = seq.decoder.flush()
+        seq.pieces.append(tail)
+        seq.generation.push_piece(tail)
+        self._release(seq)
+        seconds = time.monotonic() - seq.started_at
+        seq.generation.finish(self._result(seq.generation, "".join(seq.pieces), seq.produced, reason))
+        self.on_finish(seconds)
+
+    def _release(self, seq: RunningSequence) -> None:
+        self.running.remove(seq)
+        self.free_slots.append(seq.slot)
+        self.queue.release()
+
+    def _fail_all(self, error: Exception) -> None:
+        log.exception("generation step failed")
+        for seq in list(self.running):
+            self._release(seq)
+            seq.generation.fail(RuntimeError(f"generation failed: {error}"))
+
+    def _result(self, generation: Generation, generated: str, tokens: int,
+                reason: str) -> GenerationResult:
+        request = generation.request
+        if request.truncate:
+            generated = cut_to_last_sentence(generated)
+        text = (request.prefix if request.include_prefix else "") + generated
+        return GenerationResult(text=text, prefix=request.prefix, tokens=tokens,
+                                seconds=time.monotonic() - generation.submitted_at,
+                                model=self.model_name, finish_reason=reason)
