@@ -1,0 +1,89 @@
+"""Episode codes and safe file writing, shared by the crawler, the corpus
+preparation and the demo wiki.
+
+An episode code is a series prefix and a zero-padded number, as in Bulbapedia's
+page names: EP001 (original series), AG005 (Advanced Generation), ...
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+# The series of the original project, in broadcast order, with their episode counts.
+DEFAULT_SERIES: dict[str, int] = {"EP": 274, "AG": 192, "DP": 191, "XY": 140, "SM": 140}
+
+_CODE = re.compile(r"^([A-Z]+)(\d+)$")
+
+
+class CodeError(ValueError):
+    """A series or episode specification that cannot be understood."""
+
+
+def series_codes(prefix: str, count: int) -> list[str]:
+    """EP, 3 -> [EP001, EP002, EP003]."""
+    return [f"{prefix}{number:03d}" for number in range(1, count + 1)]
+
+
+def default_codes() -> list[str]:
+    return [code for prefix, count in DEFAULT_SERIES.items() for code in series_codes(prefix, count)]
+
+
+def parse_series(spec: str) -> list[str]:
+    """'EP:274,AG:192' -> every code of those series, in the order given."""
+    codes: list[str] = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        prefix, sep, count = item.partition(":")
+        prefix = prefix.strip().upper()
+        if not sep or not re.fullmatch(r"[A-Z]+", prefix) or not count.strip().isdigit():
+            raise CodeError(f"bad series {item!r}: expected PREFIX:COUNT, e.g. EP:274")
+        codes.extend(series_codes(prefix, int(count)))
+    if not codes:
+        raise CodeError(f"no series in {spec!r}")
+    return codes
+
+
+def parse_episode_list(spec: str) -> list[str]:
+    """'EP001, ag005' -> [EP001, AG005]; duplicates removed, order kept."""
+    codes: list[str] = []
+    for item in filter(None, (part.strip().upper() for part in spec.split(","))):
+        if not _CODE.match(item):
+            raise CodeError(f"bad episode code {item!r}: expected e.g. EP001")
+        if item not in codes:
+            codes.append(item)
+    if not codes:
+        raise CodeError(f"no episode codes in {spec!r}")
+    return codes
+
+
+def episode_sort_key(code: str) -> tuple[int, str, int, str]:
+    """Broadcast order: known series first in DEFAULT_SERIES order, then others by name."""
+    match = _CODE.match(code)
+    if not match:
+        return (len(DEFAULT_SERIES) + 1, code, 0, code)
+    prefix, number = match.group(1), int(match.group(2))
+    order = list(DEFAULT_SERIES).index(prefix) if prefix in DEFAULT_SERIES else len(DEFAULT_SERIES)
+    return (order, prefix, number, code)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8) so that `path` holds either its old content or all of
+    the new one, never a part: temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as tmp:
+            tmp.write(text)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it private; outputs are ordinary files
+        os.replace(tmp_name, path)
+    except BaseException:
+        # Also on KeyboardInterrupt: leave no temp file behind.
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
