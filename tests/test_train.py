@@ -1,0 +1,258 @@
+"""train.py end to end on the tiny preset: layout, loading, resume, model card, errors."""
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import gpt_2_simple as gpt2
+import pytest
+import tensorflow as tf
+
+import model_card
+import scratch_model
+import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEROES = ["Ash", "Misty", "Brock", "May", "Dawn", "Serena", "Team Rocket", "Professor Oak"]
+POKEMON = ["Pikachu", "Togepi", "Psyduck", "Onix", "Bulbasaur", "Piplup", "Meowth", "Snorlax"]
+PLACES = ["Pallet Town", "Cerulean City", "the Safari Zone", "Mt. Moon", "a dark forest"]
+SENTENCES = ["{h} and {p} arrive in {c}.", "{h} battles a wild {p} near {c}.",
+             "Meanwhile, {h} tries to catch {p}.", "{p} uses a new move and wins the battle.",
+             "The group leaves {c} with {p} at dawn."]
+
+
+def episode_text(n_sentences, seed):
+    rng = random.Random(seed)
+    sentences = [rng.choice(SENTENCES).format(h=rng.choice(HEROES), p=rng.choice(POKEMON), c=rng.choice(PLACES))
+                 for _ in range(n_sentences)]
+    return "\n\n".join(" ".join(sentences[i:i + 6]) for i in range(0, n_sentences, 6)) + "\n"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "train.txt").write_text(episode_text(500, seed=1), encoding="utf-8")
+    (folder / "val.txt").write_text(episode_text(60, seed=2), encoding="utf-8")
+    return folder
+
+
+def tiny_args(corpus, workdir, *extra):
+    return ["--from-scratch", "tiny", "--dataset", str(corpus / "train.txt"),
+            "--val-dataset", str(corpus / "val.txt"), "--checkpoint-dir", str(workdir / "checkpoint"),
+            "--model-dir", str(workdir / "models"), "--val-every", "2", "--sample-every", "1000",
+            "--save-every", "1000", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained_run(corpus, tmp_path_factory):
+    """A tiny run trained for 4 steps, in-process, as `python train.py` would."""
+    workdir = tmp_path_factory.mktemp("work")
+    cwd = os.getcwd()
+    os.chdir(workdir)  # gpt-2-simple writes its samples/ folder into the working directory
+    try:
+        exit_code = train.main(tiny_args(corpus, workdir, "--steps", "4", "--seed", "5"))
+    finally:
+        os.chdir(cwd)
+    assert exit_code == 0
+    return workdir
+
+
+def test_run_folder_has_gpt2_layout_and_tokenizer(trained_run):
+    run_dir = trained_run / "checkpoint" / "run1"
+    names = set(os.listdir(run_dir))
+    assert {"checkpoint", "counter", "encoder.json", "vocab.bpe", "hparams.json", "pokegen.json",
+            "model-4.index", "model-4.meta", "model-4.data-00000-of-00001"} <= names
+    assert (run_dir / "counter").read_text().strip() == "4"
+    assert tf.train.latest_checkpoint(str(run_dir)).endswith("model-4")
+
+    hparams = json.loads((run_dir / "hparams.json").read_text())
+    assert hparams == scratch_model.PRESETS["tiny"] and hparams["n_ctx"] == 1024
+    encoder = json.loads((run_dir / "encoder.json").read_text(encoding="utf-8"))
+    assert len(encoder) == hparams["n_vocab"] and encoder["<|endoftext|>"] == hparams["n_vocab"] - 1
+    assert (run_dir / "vocab.bpe").read_text(encoding="utf-8").startswith("#version: 0.2\n")
+    # The tokenizer learned the corpus: its words are single tokens.
+    assert "ĠPikachu" in encoder and "ĠCerulean" in encoder
+
+
+def test_run_loads_and_generates_with_plain_gpt2_simple(trained_run):
+    checkpoint_dir = str(trained_run / "checkpoint")
+    with tf.Graph().as_default():
+        sess = gpt2.start_tf_sess()
+        gpt2.load_gpt2(sess, checkpoint_dir=checkpoint_dir, run_name="run1")
+        texts = gpt2.generate(sess, checkpoint_dir=checkpoint_dir, run_name="run1",
+                              prefix="Pikachu and Ash were", length=12, return_as_list=True, seed=2)
+        sess.close()
+    assert len(texts) == 1
+    assert texts[0].startswith("Pikachu and Ash were") and len(texts[0]) > len("Pikachu and Ash were")
+
+
+def test_model_card_describes_the_run(trained_run, corpus):
+    card = model_card.read_model_card(str(trained_run / "checkpoint" / "run1"))
+    train_file = corpus / "train.txt"
+
+    assert card["base"] == {"kind": "scratch", "preset": "tiny"}
+    assert card["hparams"] == scratch_model.PRESETS["tiny"]
+    assert card["training"]["steps"] == 4 and card["training"]["seed"] == 5
+    assert card["training"]["learning_rate"] == train.SCRATCH_DEFAULTS["tiny"]["learning_rate"]
+    assert card["corpus"]["train"]["bytes"] == train_file.stat().st_size
+    assert card["corpus"]["train"]["sha256"] == model_card.file_fingerprint(str(train_file))["sha256"]
+    assert card["corpus"]["train"]["tokens"] > 1024
+    assert card["corpus"]["val"]["bytes"] == (corpus / "val.txt").stat().st_size
+    assert card["steps"] == 4 and card["interrupted"] is False
+    # A fresh model starts near ln(vocab) and four steps at 1e-3 already bring it down.
+    assert card["val_loss_start"] == pytest.approx(8.3, abs=0.5)
+    assert card["train_loss"] < card["val_loss_start"] and card["val_loss"] < card["val_loss_start"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", card["date"])
+    assert [(h["from_step"], h["to_step"]) for h in card["history"]] == [(0, 4)]
+
+
+def test_fresh_run_never_overwrites_an_existing_one(trained_run, corpus, capsys):
+    run_dir = trained_run / "checkpoint" / "run1"
+    before = (run_dir / "pokegen.json").read_text()
+
+    assert train.main(tiny_args(corpus, trained_run, "--steps", "2")) == 1
+
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("train.py: error:") and "--resume" in error[-1]
+    assert (run_dir / "counter").read_text().strip() == "4"
+    assert (run_dir / "pokegen.json").read_text() == before
+
+
+def test_ctrl_c_saves_and_resume_continues_the_step_count(corpus, tmp_path):
+    command = [sys.executable, os.path.join(REPO, "train.py"),
+               *tiny_args(corpus, tmp_path, "--steps", "1000")]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, errors="replace")
+    progress = []
+    reader = threading.Thread(target=lambda: progress.extend(iter(lambda: process.stderr.read(64), "")))
+    reader.start()
+    try:
+        deadline = time.monotonic() + 180
+        while not re.search(r" [3-9]/1000", "".join(progress)) and time.monotonic() < deadline:
+            assert process.poll() is None, "".join(progress)
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 130
+    finally:
+        process.kill()
+        reader.join()
+
+    run_dir = tmp_path / "checkpoint" / "run1"
+    stopped_at = int((run_dir / "counter").read_text())
+    assert 3 <= stopped_at < 1000
+    assert tf.train.latest_checkpoint(str(run_dir)).endswith(f"model-{stopped_at}")
+    assert model_card.read_model_card(str(run_dir))["interrupted"] is True
+    assert "--resume" in "".join(progress).splitlines()[-1]
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert train.main(tiny_args(corpus, tmp_path, "--resume", "--steps", str(stopped_at + 2))) == 0
+    finally:
+        os.chdir(cwd)
+
+    assert int((run_dir / "counter").read_text()) == stopped_at + 2
+    assert tf.train.latest_checkpoint(str(run_dir)).endswith(f"model-{stopped_at + 2}")
+    card = model_card.read_model_card(str(run_dir))
+    assert card["steps"] == stopped_at + 2 and card["interrupted"] is False
+    assert [(h["from_step"], h["to_step"]) for h in card["history"]] == [
+        (0, stopped_at), (stopped_at, stopped_at + 2)]
+    assert card["base"] == {"kind": "scratch", "preset": "tiny"}
+
+
+def test_resume_needs_an_existing_run(corpus, tmp_path, capsys):
+    assert train.main(tiny_args(corpus, tmp_path, "--resume")) == 1
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def closed_local_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_gpt2_without_weights_or_network_fails_with_one_clear_line(corpus, tmp_path, monkeypatch, capsys):
+    # Every download goes to a closed port on this machine: it fails at once, offline or not.
+    proxy = f"http://127.0.0.1:{closed_local_port()}"
+    for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]:
+        monkeypatch.setenv(name, proxy)
+    for name in ["NO_PROXY", "no_proxy"]:
+        monkeypatch.delenv(name, raising=False)
+
+    exit_code = train.main(["--model", "124M", "--dataset", str(corpus / "train.txt"),
+                            "--model-dir", str(tmp_path / "models"),
+                            "--checkpoint-dir", str(tmp_path / "checkpoint")])
+
+    assert exit_code == 1
+    error_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(error_lines) == 1
+    assert error_lines[0].startswith("train.py: error: GPT-2 124M is not in")
+    assert "--from-scratch" in error_lines[0]
+    assert os.listdir(tmp_path / "models") == []  # no half-downloaded model left to trip up the next run
+    assert not (tmp_path / "checkpoint" / "run1").exists()
+
+
+def test_too_small_corpus_is_a_clear_error(tmp_path, capsys):
+    small = tmp_path / "small.txt"
+    small.write_text(episode_text(20, seed=3), encoding="utf-8")
+    exit_code = train.main(["--from-scratch", "tiny", "--dataset", str(small),
+                            "--checkpoint-dir", str(tmp_path / "checkpoint"),
+                            "--model-dir", str(tmp_path / "models")])
+    assert exit_code == 1
+    assert "too small" in capsys.readouterr().err
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoint" / "run1")) is None
+
+
+def test_missing_dataset_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--from-scratch", "tiny", "--dataset", str(tmp_path / "absent.txt")])
+    assert stop.value.code == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+class FakeOut:
+    def __init__(self):
+        self.lines = []
+
+    def write(self, text):
+        self.lines.extend(line for line in text.splitlines() if line)
+
+    def flush(self):
+        pass
+
+
+def test_monitor_reads_finetune_output_and_validates_on_schedule():
+    out = FakeOut()
+    validations = iter([6.0, 5.0, 4.0])
+    monitor = train.FinetuneMonitor(out, first_step=1, last_step=5, val_every=2,
+                                    validate=lambda: next(validations), hide_lines=train.LARGE_MODEL_ADVICE)
+    monitor.write("For larger models, the recommended finetune() parameters are:\n")
+    monitor.write("Training...")
+    monitor.write("\n[1 | 0.50] loss=5.90 avg=5.90\n[2 | 1.00] loss=5.") # split across writes
+    monitor.write("10 avg=5.50\n[3 | 1.50] loss=4.80 avg=5.20\n[4 | 2.00] loss=4.50 avg=5.00\n")
+    monitor.write("interrupted\n")
+    monitor.close_bar()
+
+    assert monitor.step == 4 and monitor.avg_loss == 5.0
+    assert monitor.val_loss_start == 6.0 and monitor.val_loss == 4.0  # checked before step 1, at 2 and 4
+    assert monitor.interrupted
+    assert not any("larger models" in line for line in out.lines)
+    assert "step 2: loss 5.10 avg 5.50 val_loss 5.000" in out.lines
+    assert "interrupted at step 4: saving a checkpoint" in out.lines
+
+
+def test_evaluation_windows_are_fixed_and_cover_the_corpus():
+    import numpy as np
+    chunks = [np.arange(5000)]
+    windows = train.evaluation_windows(chunks, count=4)
+    assert [len(w) for w in windows] == [1024] * 4
+    assert windows[0][0] == 0 and windows[-1][-1] == 4999
+    assert [w[0] for w in windows] == [w[0] for w in train.evaluation_windows(chunks, count=4)]
+    assert [len(w) for w in train.evaluation_windows([np.arange(300)])] == [300]
