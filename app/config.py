@@ -48,13 +48,8 @@ class Config:
         )
 
     def limits(self) -> dict:
-        """The limits in force, as shown by /info."""
-        return {
-            "generation_concurrency": self.generation_concurrency,
-            "queue_size": self.queue_size,
-            "queue_timeout_seconds": self.queue_timeout,
-            "request_timeout_seconds": self.request_timeout,
-        }
+        """The limits the HTTP layer adds to the engine's, as shown by /info."""
+        return {"request_timeout": self.request_timeout}
 
 
 def _number(env, name, kind, default, *, minimum):

@@ -7,8 +7,11 @@ engine when scraped, never kept twice.
 from __future__ import annotations
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
-                               ProcessCollector, generate_latest)
+                               ProcessCollector, disable_created_metrics, generate_latest)
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the API)
+
+# The *_created timestamps of every labelled series only add noise to a scrape.
+disable_created_metrics()
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 

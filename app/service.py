@@ -38,14 +38,12 @@ class Service:
         return int(self.engine.info["hparams"]["n_ctx"])
 
     def info(self) -> dict:
-        return {
-            "model": self.engine.model_name,
-            "state": self.engine.state,
-            "error": self.engine.error,
-            "engine": self.engine.info,
-            "limits": {**self.config.limits(), **_request_limits()},
-            "graph_ops": _graph_ops(self.engine),
-        }
+        """The engine's model card and state, with every limit in force."""
+        engine_info = dict(self.engine.info)
+        limits = {**engine_info.pop("limits", {}), **self.config.limits(), **_request_limits()}
+        return {**engine_info, "model": self.engine.model_name, "state": self.engine.state,
+                "error": self.engine.error, "limits": limits,
+                "graph_ops": _graph_ops(self.engine)}
 
 
 def _request_limits() -> dict:

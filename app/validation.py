@@ -59,8 +59,9 @@ def parse_generation_query(args, *, allow_callback: bool = True) -> GenerationQu
     request = GenerationRequest(
         prefix=_prefix(values),
         length=_integer(values, "length", defaults.length, 1, MAX_LENGTH),
+        # 0 picks the likeliest token every time.
         temperature=_decimal(values, "temperature", defaults.temperature, 0.0, MAX_TEMPERATURE,
-                             above_minimum=True),
+                             above_minimum=False),
         top_k=_integer(values, "top_k", defaults.top_k, 0, MAX_TOP_K),
         top_p=_decimal(values, "top_p", defaults.top_p, 0.0, 1.0, above_minimum=True),
         seed=_integer(values, "seed", defaults.seed, 0, MAX_SEED),

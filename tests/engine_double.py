@@ -13,7 +13,8 @@ class EngineDouble:
         self.state = state
         self.error = error
         self.model_name = "double"
-        self.info = {"hparams": {"n_ctx": n_ctx, "n_vocab": 300}, "card": None}
+        self.info = {"hparams": {"n_ctx": n_ctx, "n_vocab": 300}, "card": None,
+                     "limits": {"max_batch": 3, "max_queue": 16, "queue_timeout": 30.0}}
         self.busy_reason = None  # set to make submit() refuse
         self.submitted = []
         self.cancelled = []

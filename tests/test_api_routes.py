@@ -133,7 +133,8 @@ def test_closing_a_stream_early_cancels_the_generation(client, engine):
 def test_info_shows_model_card_limits_and_graph_size(client):
     info = client.get("/info").get_json()
     assert info["model"] == "double" and info["graph_ops"] == 1234
-    assert info["limits"]["generation_concurrency"] == 3 and info["limits"]["max_length"] == 1023
+    limits = info["limits"]
+    assert (limits["max_batch"], limits["request_timeout"], limits["max_length"]) == (3, 300, 1023)
 
 
 def test_metrics_count_requests_tokens_and_engine_gauges(client):

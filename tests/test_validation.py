@@ -39,7 +39,6 @@ def test_sample_is_the_original_name_of_prefix():
     ([("length", "")], "length"),
     ([("length", "٣")], "length"),  # a digit, but not an ASCII one
     ([("length", "9" * 5000)], "length"),
-    ([("temperature", "0")], "temperature"),
     ([("temperature", "-1")], "temperature"),
     ([("temperature", "nan")], "temperature"),
     ([("temperature", "inf")], "temperature"),
@@ -69,6 +68,10 @@ def test_bad_values_are_refused_with_the_parameter_named(query, parameter):
         parse(query)
     assert caught.value.parameter == parameter
     assert parameter in caught.value.reason
+
+
+def test_temperature_zero_means_greedy_and_is_allowed():
+    assert parse([("temperature", "0")]).request.temperature == 0.0
 
 
 def test_a_prefix_of_exactly_1000_characters_is_fine():

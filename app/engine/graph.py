@@ -107,7 +107,9 @@ class DecoderGraph:
         visible = tf.range(self.kv_len)[None, None, None, :] <= self.positions[:, None, :, None]
         mask_bias = tf.where(visible, 0.0, MASKED)                                  # [B, 1, T, L]
 
-        h = tf.gather(self.wte, self.tokens) + tf.gather(self.wpe, self.positions)
+        # Gather from a dense read: a sparse op on a variable switches it to
+        # copy-on-read, and the logits matmul would then copy wte every step.
+        h = tf.gather(self.wte.read_value(), self.tokens) + tf.gather(self.wpe.read_value(), self.positions)
         for i, layer in enumerate(self.layers):
             h = self._block(h, layer, i, batch, steps, write_rows, read_rows, mask_bias)
         h = _norm(h, self.ln_f["g"], self.ln_f["b"])
