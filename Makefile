@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test system-packages serve
+.PHONY: venv test system-packages serve demo-data
 
 $(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,8 @@ test: venv system-packages
 # foreground, building the demo model first when none exists; Ctrl-C stops it.
 serve: venv
 	scripts/serve.sh
+
+# Offline demo corpus: synthetic episodes served by a local wiki on 127.0.0.1,
+# crawled by the real crawler, prepared into data/train.txt + data/val.txt.
+demo-data: venv
+	$(PY) -m demo.build_demo_data
