@@ -31,3 +31,15 @@ serve: venv
 # crawled by the real crawler, prepared into data/train.txt + data/val.txt.
 demo-data: venv
 	$(PY) -m demo.build_demo_data
+
+# The embedded demo model: when checkpoint/run1 holds no checkpoint, build the
+# demo corpus and train the tiny from-scratch preset on it (minutes on 2 cores).
+.PHONY: model
+model: venv
+	@if [ -f checkpoint/run1/checkpoint ]; then \
+	  echo "checkpoint/run1 already holds a model (train.py --resume continues it)"; \
+	else \
+	  $(MAKE) --no-print-directory demo-data && \
+	  $(PY) train.py --from-scratch tiny --dataset data/train.txt --val-dataset data/val.txt \
+	    --checkpoint-dir checkpoint --run-name run1; \
+	fi
