@@ -108,6 +108,17 @@ class ServiceStack:
         return float(match.group(1))
 
 
+def wait_until_listening(url: str, process: subprocess.Popen, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the server exited"
+        try:
+            return requests.get(url, timeout=2)
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listening at {url}")
+
+
 def read_events(response: requests.Response):
     """Yields (event, data) pairs of a text/event-stream response as they arrive."""
     import json
