@@ -5,8 +5,8 @@
 
 Each episode is followed by a `<|endoftext|>` line, gpt-2-simple's document
 delimiter. Order and split are deterministic: episodes are written in broadcast
-order, and the validation episodes are chosen by a hash of their code, so adding
-episodes does not reshuffle the others. Case and punctuation are kept as written
+order, and the validation episodes are chosen by a hash of their code (not by
+position or chance), so the same input always gives the same files. Case and punctuation are kept as written
 (GPT-2's byte-level tokenizer handles natural text best); `--lowercase`
 reproduces the original project's cleaning instead.
 """

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from demo.local_wiki import LocalWiki
 from demo.synthetic_episodes import generate_episodes, load_episodes, save_episodes
-from episode_corpus import default_codes
+from episode_corpus import CodeError, default_codes, parse_series
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,18 +33,21 @@ def run(step: str, command: list[str]) -> None:
     print(f"[demo-data] {step} took {time.monotonic() - started:.1f} s", flush=True)
 
 
-def build(episodes_file: Path, corpus_dir: Path, train: Path, delay: float) -> None:
+def build(episodes_file: Path, corpus_dir: Path, train: Path, delay: float,
+          series: str | None = None) -> None:
     started = time.monotonic()
-    save_episodes(generate_episodes(default_codes()), episodes_file)
+    codes = parse_series(series) if series else default_codes()
+    save_episodes(generate_episodes(codes), episodes_file)
     episodes = load_episodes(episodes_file)
     print(f"[demo-data] generated {len(episodes)} synthetic episodes -> {episodes_file}", flush=True)
 
     with LocalWiki(episodes, markup="mixed", features="varied") as wiki:
         print(f"[demo-data] local wiki serving at {wiki.url}", flush=True)
         # --force: the demo corpus always matches the generator's current output.
-        run("crawl", [sys.executable, "crawler_bulbapedia.py", "--base-url", wiki.url,
-                      "--out", str(corpus_dir), "--delay", str(delay), "--force",
-                      "--timeout", "10", "--backoff", "0.1"])
+        crawl = [sys.executable, "crawler_bulbapedia.py", "--base-url", wiki.url,
+                 "--out", str(corpus_dir), "--delay", str(delay), "--force",
+                 "--timeout", "10", "--backoff", "0.1"]
+        run("crawl", crawl + (["--series", series] if series else []))
     print("[demo-data] local wiki stopped", flush=True)
 
     run("prepare", [sys.executable, "prepare_corpus.py", "--in", str(corpus_dir),
@@ -64,9 +67,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="training file; val.txt is written next to it (default: %(default)s)")
     parser.add_argument("--delay", type=float, default=0.005,
                         help="seconds between requests to the local wiki (default: %(default)s)")
+    parser.add_argument("--series", help="PREFIX:COUNT list for a smaller demo "
+                                         "(default: the crawler's default codes)")
     args = parser.parse_args(argv)
+    if args.series:
+        try:
+            parse_series(args.series)
+        except CodeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     os.chdir(ROOT)   # relative paths are the repository's, wherever this is started
-    build(args.episodes_file, args.corpus, args.out, args.delay)
+    build(args.episodes_file, args.corpus, args.out, args.delay, args.series)
     return 0
 
 

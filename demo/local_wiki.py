@@ -73,6 +73,7 @@ class LocalWiki:
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self.log: list[tuple[str, str]] = []       # (path, what was answered)
+        self.user_agents: set[str] = set()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self._server.wiki = self
         self._thread: threading.Thread | None = None
@@ -142,6 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = unquote(urlsplit(self.path).path)
+        self.wiki.user_agents.add(self.headers.get("User-Agent", ""))
         try:
             self._answer(path)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
