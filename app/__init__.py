@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from flask import Flask, g, request
 
-from app.config import Config
+if TYPE_CHECKING:  # `python -m app.config` must not find app.config imported already
+    from app.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,7 @@ def create_app(config: Config | None = None, engine=None) -> Flask:
     """Builds the app. Without `engine`, a real one is created from `config`
     (or the environment) and starts loading the checkpoint at once."""
     from app.api import api
+    from app.config import Config
     from app.metrics import ServiceMetrics
     from app.service import Service
 

@@ -66,3 +66,24 @@ def _number(env, name, kind, default, *, minimum):
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
     return value
+
+
+def main() -> int:
+    """`python -m app.config`: checks the environment's settings and prints them."""
+    import argparse
+    import sys
+
+    argparse.ArgumentParser(description="Check pokegen's settings (environment variables) "
+                                        "and print the values in force.").parse_args()
+    try:
+        config = Config.from_env()
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for name, value in vars(config).items():
+        print(f"{name.upper()}={value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

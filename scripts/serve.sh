@@ -22,6 +22,9 @@ export VIRTUAL_ENV="${VIRTUAL_ENV:-$root/.venv}"
 export REQUEST_TIMEOUT="${REQUEST_TIMEOUT:-300}"
 export UPSTREAM_TIMEOUT="${UPSTREAM_TIMEOUT:-$(( ${REQUEST_TIMEOUT%.*} + 30 ))}"
 
+# A bad setting stops here, with one line, before anything starts.
+"$VIRTUAL_ENV/bin/python" -m app.config >/dev/null
+
 if [ ! -f "$CHECKPOINT_DIR/$RUN_NAME/checkpoint" ]; then
   if [ "$CHECKPOINT_DIR/$RUN_NAME" != "checkpoint/run1" ]; then
     echo "error: no checkpoint in $CHECKPOINT_DIR/$RUN_NAME (train one with train.py)" >&2

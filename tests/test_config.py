@@ -1,0 +1,38 @@
+"""Settings from the environment: defaults that work, one clear error for a bad value."""
+import subprocess
+import sys
+
+import pytest
+
+from app.config import Config, ConfigError
+from service_stack import ROOT
+
+
+def test_defaults_match_the_article():
+    config = Config.from_env({})
+    assert (config.checkpoint_dir, config.run_name, config.generation_concurrency) == \
+        ("checkpoint", "run1", 3)
+
+
+def test_values_are_read_from_the_environment():
+    config = Config.from_env({"CHECKPOINT_DIR": "/models", "RUN_NAME": "run7",
+                              "GENERATION_CONCURRENCY": "8", "QUEUE_SIZE": "0",
+                              "QUEUE_TIMEOUT": "2.5", "REQUEST_TIMEOUT": "60"})
+    assert (config.checkpoint_dir, config.run_name, config.generation_concurrency,
+            config.queue_size, config.queue_timeout, config.request_timeout) == \
+        ("/models", "run7", 8, 0, 2.5, 60.0)
+
+
+@pytest.mark.parametrize("name, value", [("GENERATION_CONCURRENCY", "0"), ("QUEUE_SIZE", "x"),
+                                         ("QUEUE_TIMEOUT", "nan"), ("REQUEST_TIMEOUT", "-1"),
+                                         ("GENERATION_CONCURRENCY", "2.5")])
+def test_bad_values_name_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Config.from_env({name: value})
+
+
+def test_the_check_command_prints_one_line_for_a_bad_value():
+    result = subprocess.run([sys.executable, "-m", "app.config"], cwd=ROOT, text=True,
+                            capture_output=True, env={"QUEUE_SIZE": "lots", "PATH": "/usr/bin"})
+    assert result.returncode == 1
+    assert result.stderr == "error: QUEUE_SIZE must be an integer, got 'lots'\n"
