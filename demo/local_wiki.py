@@ -77,6 +77,7 @@ class LocalWiki:
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self._server.wiki = self
         self._thread: threading.Thread | None = None
+        self.stopped = False
 
     @property
     def port(self) -> int:
@@ -93,6 +94,7 @@ class LocalWiki:
         return self
 
     def stop(self) -> None:
+        self.stopped = True   # open keep-alive connections get no more answers either
         self._server.shutdown()
         self._server.server_close()
         if self._thread:
@@ -142,6 +144,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        if self.wiki.stopped:
+            self.close_connection = True
+            return
         path = unquote(urlsplit(self.path).path)
         self.wiki.user_agents.add(self.headers.get("User-Agent", ""))
         try:

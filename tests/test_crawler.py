@@ -262,6 +262,24 @@ def test_interrupted_write_leaves_old_content_and_no_temp_file(tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["EP001.txt"]
 
 
+def test_wiki_going_away_mid_crawl_stops_the_crawl(tmp_path, episodes, monkeypatch):
+    wiki = LocalWiki(episodes).start()
+    fetch_one = crawler.crawl_episode
+
+    def fetch_then_stop_the_wiki(*args, **kwargs):
+        result = fetch_one(*args, **kwargs)
+        if not wiki.stopped:
+            wiki.stop()
+        return result
+
+    monkeypatch.setattr(crawler, "crawl_episode", fetch_then_stop_the_wiki)
+    with pytest.raises(crawler.CrawlAborted, match="lost connection to .*connection refused"):
+        crawl(wiki, CODES, tmp_path)
+    records = manifest(tmp_path)
+    assert [r["status"] for r in records.values()] == ["saved", "failed", "failed"]
+    assert sorted(p.name for p in tmp_path.glob("*.txt")) == ["EP001.txt"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
