@@ -15,6 +15,7 @@ import argparse
 import codecs
 import email.message
 import json
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -503,6 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     scheme = urlsplit(args.base_url).scheme
@@ -524,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = FetchSettings(timeout=args.timeout, retries=args.retries, backoff=args.backoff,
                              max_bytes=args.max_bytes, contact=args.contact)
+    signal.signal(signal.SIGTERM, _interrupt)   # `kill` / `docker stop` clean up like Ctrl-C
     try:
         summary = crawl(codes, args.out, args.base_url, args.delay, args.force, settings)
     except CrawlAborted as exc:

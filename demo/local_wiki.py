@@ -10,6 +10,7 @@ Missing pages answer 404 like MediaWiki. Faults can be injected per episode
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import struct
 import sys
@@ -286,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot listen on 127.0.0.1:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1
     print(f"serving {len(episodes)} synthetic episodes at {wiki.url} (Ctrl-C to stop)", flush=True)
+    # SIGTERM (kill, a process manager) stops as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     wiki.start()
     try:
         while True:

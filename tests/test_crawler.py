@@ -311,7 +311,8 @@ def test_bad_arguments_are_one_line_errors(args, message):
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
 
 
-def test_ctrl_c_during_a_crawl_keeps_only_complete_files(tmp_path, episodes):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_crawl_keeps_only_complete_files(tmp_path, episodes, stop_signal):
     with LocalWiki(episodes, faults={"EP002": "slow-always"}, slow_seconds=30) as wiki:
         process = subprocess.Popen(
             [sys.executable, "crawler_bulbapedia.py", "--base-url", wiki.url, "--episodes",
@@ -321,7 +322,7 @@ def test_ctrl_c_during_a_crawl_keeps_only_complete_files(tmp_path, episodes):
         while wiki.requests_for("EP002") == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert wiki.requests_for("EP002") == 1, "the crawler never reached EP002"
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop_signal)
         _, stderr = process.communicate(timeout=20)
     assert process.returncode == 130
     assert "Traceback" not in stderr and "interrupted" in stderr

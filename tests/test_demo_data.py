@@ -70,7 +70,8 @@ def test_local_wiki_pages_404_and_fault_validation():
     assert main.status_code == 200 and 'href="/wiki/EP001"' in main.text
 
 
-def test_local_wiki_command_serves_and_stops_on_ctrl_c():
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_local_wiki_command_serves_and_stops_on_a_signal(stop_signal):
     process = subprocess.Popen([sys.executable, "-m", "demo.local_wiki", "--port", "0"],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -80,9 +81,9 @@ def test_local_wiki_command_serves_and_stops_on_ctrl_c():
         assert requests.get(url + "SM140", timeout=5).status_code == 200
         assert requests.get(url + "SM141", timeout=5).status_code == 404
     finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=10)
-    assert process.returncode == 0
+        process.send_signal(stop_signal)
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0 and "Traceback" not in stderr
 
 
 def test_offline_build_crawls_the_local_wiki_and_prepares_the_corpus(tmp_path):
