@@ -228,7 +228,7 @@ def plot_paragraphs(html: str) -> list[str] | None:
             if sibling_level <= level:
                 break      # the next section ("Major events", usually)
             continue       # a sub-heading: drop the title, keep its paragraphs
-        if sibling.name == "section" and _section_level(sibling, level):
+        if sibling.name == "section" and _opens_section_at(sibling, level):
             break
         paragraphs.extend(narrative_blocks(sibling))
     return paragraphs
@@ -275,7 +275,7 @@ def heading_level(tag: Tag) -> int | None:
     return None
 
 
-def _section_level(section: Tag, level: int) -> bool:
+def _opens_section_at(section: Tag, level: int) -> bool:
     """Parsoid output wraps sections in <section>: does this one start a section
     at `level` or above?"""
     first = section.find(HEADING_TAGS)
