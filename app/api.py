@@ -53,16 +53,26 @@ def generate():
 def stream():
     query = parse_generation_query(request.args, allow_callback=False)
     generation = service().submit(query.request)
-    return Response(_events(service(), generation), content_type="text/event-stream; charset=utf-8",
+    # Wait for the first piece before answering, so that a queue wait that runs
+    # out is still a plain 503 with Retry-After rather than an event.
+    pieces = generation.pieces()
+    try:
+        first = next(pieces, None)
+    except BaseException:
+        generation.cancel()
+        raise
+    return Response(_events(service(), generation, first, pieces), content_type="text/event-stream; charset=utf-8",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-def _events(svc, generation):
+def _events(svc, generation, first, pieces):
     """Pieces as they are sampled, then the JSON of `/`. Closing the response
     (the client went away) cancels the generation and frees its slot."""
     finished = False
     try:
-        for piece in generation.pieces():
+        if first is not None:
+            yield sse_event("piece", {"text": first})
+        for piece in pieces:
             yield sse_event("piece", {"text": piece})
         result = generation.result(timeout=svc.config.request_timeout)
         finished = True

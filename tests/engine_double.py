@@ -3,7 +3,6 @@ the engine's contract (submit, pieces, result, cancel, Busy) without a model."""
 from __future__ import annotations
 
 import threading
-import time
 
 from app.engine.types import Busy, GenerationResult
 
@@ -19,7 +18,7 @@ class EngineDouble:
         self.submitted = []
         self.cancelled = []
         self.pieces_per_generation = ["Then", " Team", " Rocket", " came."]
-        self.piece_delay = 0.0
+        self.generation_pieces = None  # replaces GenerationDouble.pieces when set
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -47,8 +46,10 @@ class GenerationDouble:
         self.cancel_event = threading.Event()
 
     def pieces(self):
+        if self.engine.generation_pieces:
+            yield from self.engine.generation_pieces(self)
+            return
         for piece in self.engine.pieces_per_generation:
-            time.sleep(self.engine.piece_delay)
             yield piece
 
     def result(self, timeout=None):

@@ -8,6 +8,7 @@ import pytest
 
 from app import create_app
 from app.config import Config
+from app.engine.types import Busy
 from engine_double import EngineDouble
 
 
@@ -147,3 +148,15 @@ def test_metrics_count_requests_tokens_and_engine_gauges(client):
     assert "pokegen_queue_depth 2.0" in text and "pokegen_generations_in_flight 1.0" in text
     assert "pokegen_graph_ops 1234.0" in text
     assert "process_resident_memory_bytes" in text
+
+
+def test_stream_whose_queue_wait_runs_out_is_a_plain_503(client, engine):
+    def pieces_after_waiting_too_long(self):
+        raise Busy("waited 30 s for a slot", 4)
+        yield  # a generator, like the engine's
+
+    engine.generation_pieces = pieces_after_waiting_too_long
+    response = client.get("/stream?prefix=x")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "4"
+    assert response.get_json()["error"] == "waited 30 s for a slot"
+    assert len(engine.cancelled) == 1

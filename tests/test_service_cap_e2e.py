@@ -91,15 +91,16 @@ def test_a_client_that_goes_away_frees_its_slot(stack):
 def test_the_page_says_busy_and_retries_after_the_wait(stack):
     from browser import chromium_page
 
-    holder = LongGeneration(stack)
-    queued = threading.Thread(target=stack.get, args=("/?prefix=Misty&length=5",),
-                              kwargs={"timeout": 300})
-    queued.start()
-    assert wait_for(lambda: stack.metric("pokegen_queue_depth") == 1)
     with chromium_page() as page:
         page.goto(stack.url + "/")
         page.fill("#prefix", "Team Rocket")
         page.select_option("#length", "64")
+        # Two long episodes: one decoding, one waiting; the page's request finds no room.
+        holder = LongGeneration(stack)
+        queued = threading.Thread(target=stack.get, args=(LONG.replace("/stream", "/"),),
+                                  kwargs={"timeout": 300})
+        queued.start()
+        assert wait_for(lambda: stack.metric("pokegen_queue_depth") == 1)
         page.click("#generate")
         page.wait_for_selector("#error:not([hidden])", timeout=30_000)
         assert "busy" in page.inner_text("#error-message")
