@@ -74,10 +74,10 @@ class ServiceStack:
             if self.process.poll() is not None:
                 raise RuntimeError(f"serve.sh exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
+                if requests.get(self.url + "/readyz", timeout=5).status_code == 200:
                     return self
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or busy loading
             time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"the service was not ready after {timeout:.0f} s:\n{self.log()}")
