@@ -61,7 +61,8 @@ def stream():
     except BaseException:
         generation.cancel()
         raise
-    return Response(_events(service(), generation, first, pieces), content_type="text/event-stream; charset=utf-8",
+    return Response(_events(service(), generation, first, pieces),
+                    content_type="text/event-stream; charset=utf-8",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
