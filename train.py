@@ -18,6 +18,7 @@ import contextlib
 import datetime
 import io
 import json
+import math
 import random
 import re
 import shutil
@@ -44,18 +45,25 @@ WINDOW = 1024  # gpt-2-simple's finetune trains on windows of exactly this many 
 EVAL_WINDOWS = 8  # fixed windows per loss evaluation: comparable from step to step
 DOWNLOAD_TIMEOUT_SECONDS = 60
 
-# The article's fine-tuning: gpt-2-simple's defaults, 1500 steps.
-GPT2_DEFAULTS = {"steps": 1500, "learning_rate": 1e-4, "batch_size": 1, "accumulate_gradients": 5,
-                 "sample_every": 100, "sample_length": 256, "save_every": 500, "val_every": 100}
-# A new model learns from nothing, so it takes a larger learning rate and many cheap steps.
+# The article's fine-tuning: gpt-2-simple's defaults, 1500 steps at a constant learning rate.
+GPT2_DEFAULTS = {"steps": 1500, "learning_rate": 1e-4, "lr_schedule": "constant", "batch_size": 1,
+                 "accumulate_gradients": 5, "sample_every": 100, "sample_length": 256,
+                 "save_every": 500, "val_every": 100}
+# A new model learns from nothing: a larger learning rate, many cheap one-window steps, and a
+# cosine decay so that the last steps settle instead of bouncing on single-window noise.
 SCRATCH_DEFAULTS = {
-    "tiny": {"steps": 500, "learning_rate": 1e-3, "batch_size": 1, "accumulate_gradients": 1,
-             "sample_every": 100, "sample_length": 128, "save_every": 100, "val_every": 50},
-    "small": {"steps": 1500, "learning_rate": 5e-4, "batch_size": 1, "accumulate_gradients": 2,
-              "sample_every": 250, "sample_length": 128, "save_every": 250, "val_every": 100},
-    "gpt2-small": dict(GPT2_DEFAULTS, learning_rate=3e-4),
+    "tiny": {"steps": 800, "learning_rate": 1e-3, "lr_schedule": "cosine", "batch_size": 1,
+             "accumulate_gradients": 1, "sample_every": 200, "sample_length": 128,
+             "save_every": 200, "val_every": 100},
+    "small": {"steps": 1500, "learning_rate": 5e-4, "lr_schedule": "cosine", "batch_size": 1,
+              "accumulate_gradients": 2, "sample_every": 250, "sample_length": 128,
+              "save_every": 250, "val_every": 100},
+    "gpt2-small": dict(GPT2_DEFAULTS, learning_rate=3e-4, lr_schedule="cosine"),
 }
 HYPERPARAMETERS = list(GPT2_DEFAULTS) + ["seed"]
+LR_SCHEDULES = ["constant", "cosine"]
+WARMUP_FRACTION = 0.05  # of the run's steps, for the cosine schedule
+FINAL_LR_FRACTION = 0.1  # cosine decays to this share of --learning-rate
 
 STEP_LINE = re.compile(r"^\[(\d+) \| [\d.]+\] loss=(\S+) avg=(\S+)$")
 LARGE_MODEL_ADVICE = ("For larger models", "\tuse_memory_saving_gradients", "\tonly_train_transformer",
@@ -187,6 +195,38 @@ class LossEvaluator:
         return float(np.mean([sess.run(self.loss, {self.context: [window]}) for window in windows]))
 
 
+def learning_rate_at(step, settings):
+    """The learning rate for optimizer step `step` (1-based) of the whole run."""
+    peak = settings["learning_rate"]
+    if settings["lr_schedule"] == "constant":
+        return peak
+    total = settings["steps"]
+    warmup = max(1, int(total * WARMUP_FRACTION))
+    if step <= warmup:
+        return peak * step / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class LearningRate:
+    """A learning rate finetune's optimizer reads from a variable, set before every step.
+
+    gpt-2-simple takes one learning rate; handing it a variable instead of a number lets
+    the run follow a schedule without changing its training loop.
+    """
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.variable = tf.Variable(settings["learning_rate"], trainable=False, dtype=tf.float32,
+                                    name="learning_rate")
+        self.value = tf.compat.v1.placeholder(tf.float32, [], name="learning_rate_value")
+        self.assign = self.variable.assign(self.value)
+        self.sess = None
+
+    def set_for_step(self, step):
+        self.sess.run(self.assign, {self.value: learning_rate_at(step, self.settings)})
+
+
 # --- following finetune's progress ------------------------------------------------------------
 
 class FinetuneMonitor(io.TextIOBase):
@@ -196,10 +236,12 @@ class FinetuneMonitor(io.TextIOBase):
     so its standard output is routed through here.
     """
 
-    def __init__(self, out, *, first_step, last_step, val_every, validate, hide_lines=()):
+    def __init__(self, out, *, first_step, last_step, val_every, validate, before_step=None,
+                 hide_lines=()):
         self.out = out
         self.first_step, self.last_step = first_step, last_step
         self.val_every, self.validate = val_every, validate
+        self.before_step = before_step or (lambda step: None)
         self.hide_lines = hide_lines
         self.pending = ""
         self.bar = None
@@ -242,6 +284,7 @@ class FinetuneMonitor(io.TextIOBase):
             self._start()
 
     def _start(self):
+        self.before_step(self.step + 1)
         self.val_loss_start = self.val_loss = self.validate()
         if self.val_loss is not None:
             self._echo(f"step {self.step}: val_loss {self.val_loss:.3f}")
@@ -251,6 +294,7 @@ class FinetuneMonitor(io.TextIOBase):
 
     def _on_step(self, step, loss, avg_loss):
         self.step, self.avg_loss = step, avg_loss
+        self.before_step(step + 1)
         if self.bar is not None:
             self.bar.update(step - self.bar.n)
         if self.val_every and step % self.val_every == 0 and step < self.last_step:
@@ -294,6 +338,24 @@ def resolve_hyperparameters(args, previous_card):
     return settings
 
 
+def load_corpora(enc, args, workdir):
+    """Encode the corpora once: (path of the encoded training set, train chunks, val chunks, card entry)."""
+    print(f"Encoding {args.dataset}")
+    train_chunks = encode_corpus(enc, args.dataset)
+    train_tokens = sum(len(chunk) for chunk in train_chunks)
+    if train_tokens // len(train_chunks) <= WINDOW:
+        raise TrainingError(f"{args.dataset} is too small: {train_tokens} tokens, and training "
+                            f"samples windows of {WINDOW}; give it more text")
+    # finetune reads pre-encoded .npz files as they are: no second encoding pass.
+    encoded_path = os.path.join(workdir, "train.npz")
+    np.savez(encoded_path, *train_chunks)
+    val_chunks = encode_corpus(enc, args.val_dataset) if args.val_dataset else []
+    corpus = {"train": model_card.file_fingerprint(args.dataset, train_tokens),
+              "val": model_card.file_fingerprint(args.val_dataset, sum(map(len, val_chunks)))
+              if args.val_dataset else None}
+    return encoded_path, train_chunks, val_chunks, corpus
+
+
 def train(args):
     """Run one training session; returns (model card, interrupted)."""
     run_dir = os.path.join(args.checkpoint_dir, args.run_name)
@@ -309,35 +371,23 @@ def train(args):
     with tempfile.TemporaryDirectory(prefix="pokegen-train-") as workdir:
         model_dir, model_name, base = prepare_base_model(args, run_dir, previous_card, workdir)
         base_path = os.path.join(model_dir, model_name)
-        enc = gpt2_encoder.get_encoder(base_path)
         with open(os.path.join(base_path, "hparams.json")) as f:
             hparams = json.load(f)
-
-        print(f"Encoding {args.dataset}")
-        train_chunks = encode_corpus(enc, args.dataset)
-        train_tokens = sum(len(chunk) for chunk in train_chunks)
-        if train_tokens // len(train_chunks) <= WINDOW:
-            raise TrainingError(f"{args.dataset} is too small: {train_tokens} tokens, and training "
-                                f"samples windows of {WINDOW}; give it more text")
-        encoded_path = os.path.join(workdir, "train.npz")
-        np.savez(encoded_path, *train_chunks)
-        val_chunks = encode_corpus(enc, args.val_dataset) if args.val_dataset else []
-        corpus = {"train": model_card.file_fingerprint(args.dataset, train_tokens),
-                  "val": model_card.file_fingerprint(args.val_dataset, sum(map(len, val_chunks)))
-                  if args.val_dataset else None}
+        encoded_path, train_chunks, val_chunks, corpus = load_corpora(
+            gpt2_encoder.get_encoder(base_path), args, workdir)
 
         tf.compat.v1.reset_default_graph()
         tf.compat.v1.set_random_seed(settings["seed"])
         gpt2_hparams = gpt2_model.default_hparams()
         gpt2_hparams.override_from_dict(hparams)
-        evaluator = LossEvaluator(gpt2_hparams)
-        val_windows = evaluation_windows(val_chunks)
-        train_windows = evaluation_windows(train_chunks)
-
-        sess = gpt2.start_tf_sess()
+        evaluator = LossEvaluator(gpt2_hparams)  # first: finetune reuses its variables
+        learning_rate = LearningRate(settings)
+        val_windows, train_windows = evaluation_windows(val_chunks), evaluation_windows(train_chunks)
+        sess = learning_rate.sess = gpt2.start_tf_sess()
         monitor = FinetuneMonitor(
             sys.stdout, first_step=start_step + 1, last_step=settings["steps"],
             val_every=settings["val_every"], validate=lambda: evaluator.mean_loss(sess, val_windows),
+            before_step=learning_rate.set_for_step,
             hide_lines=LARGE_MODEL_ADVICE if base.get("kind") != "gpt2" else ())
         started = time.time()
         try:
@@ -345,7 +395,7 @@ def train(args):
                 gpt2.finetune(
                     sess, encoded_path, steps=settings["steps"] - start_step,
                     model_name=model_name, model_dir=model_dir,
-                    batch_size=settings["batch_size"], learning_rate=settings["learning_rate"],
+                    batch_size=settings["batch_size"], learning_rate=learning_rate.variable,
                     accumulate_gradients=settings["accumulate_gradients"],
                     restore_from="latest", run_name=args.run_name, checkpoint_dir=args.checkpoint_dir,
                     sample_every=settings["sample_every"], sample_length=settings["sample_length"],
@@ -354,10 +404,9 @@ def train(args):
             monitor.close_bar()
         seconds = time.time() - started
 
-        end_step = completed_steps(run_dir)
         print("Measuring final losses")
         session = {
-            "from_step": start_step, "to_step": end_step,
+            "from_step": start_step, "to_step": completed_steps(run_dir),
             "train_loss": evaluator.mean_loss(sess, train_windows),
             "last_avg_loss": monitor.avg_loss,
             "val_loss_start": monitor.val_loss_start,
@@ -406,12 +455,16 @@ def parse_args(argv=None):
                       help=f"train a new model instead of GPT-2: {', '.join(scratch_model.PRESETS)}")
     parser.add_argument("--dataset", default="data/train.txt", help="training text (default: %(default)s)")
     parser.add_argument("--val-dataset", help="validation text; its loss is printed every --val-every "
-                        "steps (default: data/val.txt when it exists and --dataset is the default)")
+                        "steps (default: data/val.txt when it exists and --dataset is the "
+                        "default; an empty value for none)")
     parser.add_argument("--steps", type=positive(int), help="train until the run reaches this step")
     parser.add_argument("--batch-size", type=positive(int), help="1024-token windows per gradient")
     parser.add_argument("--accumulate-gradients", type=positive(int),
-                        help="gradients summed per optimizer step")
-    parser.add_argument("--learning-rate", type=positive(float))
+                        help="batches averaged into each optimizer step")
+    parser.add_argument("--learning-rate", type=positive(float), help="peak learning rate")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                        help="constant (GPT-2's default), or cosine: a short warm-up, then a decay to "
+                             f"{FINAL_LR_FRACTION:g} of the peak at --steps (--from-scratch default)")
     parser.add_argument("--val-every", type=positive(int), help="steps between validation losses")
     parser.add_argument("--sample-every", type=positive(int), help="steps between printed samples")
     parser.add_argument("--sample-length", type=positive(int), help="tokens per printed sample")
@@ -427,6 +480,8 @@ def parse_args(argv=None):
         args.val_dataset = "data/val.txt"
     if args.val_dataset == "":
         args.val_dataset = None
+    if args.sample_length is not None and args.sample_length >= WINDOW:
+        parser.error(f"--sample-length must be below {WINDOW}, got {args.sample_length}")
     if not re.fullmatch(r"[\w.-]+", args.run_name) or args.run_name in {".", ".."}:
         parser.error(f"--run-name must be a plain folder name, got {args.run_name!r}")
     if not re.fullmatch(r"[\w.-]+", args.model) or args.model in {".", ".."}:
@@ -442,15 +497,15 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     tf.get_logger().setLevel("ERROR")
+    run_dir = os.path.join(args.checkpoint_dir, args.run_name)
     try:
         card, interrupted = train(args)
     except TrainingError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ntrain.py: interrupted before training started; nothing was saved", file=sys.stderr)
+        print(f"\ntrain.py: interrupted; checkpoints already saved in {run_dir} are kept", file=sys.stderr)
         return 130
-    run_dir = os.path.join(args.checkpoint_dir, args.run_name)
     print(f"{run_dir}: {describe(card)}; model card {model_card.card_path(run_dir)}")
     if interrupted:
         print(f"train.py: interrupted; continue with: python train.py --resume --run-name {args.run_name}",

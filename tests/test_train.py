@@ -101,6 +101,7 @@ def test_model_card_describes_the_run(trained_run, corpus):
     assert card["hparams"] == scratch_model.PRESETS["tiny"]
     assert card["training"]["steps"] == 4 and card["training"]["seed"] == 5
     assert card["training"]["learning_rate"] == train.SCRATCH_DEFAULTS["tiny"]["learning_rate"]
+    assert card["training"]["lr_schedule"] == "cosine"
     assert card["corpus"]["train"]["bytes"] == train_file.stat().st_size
     assert card["corpus"]["train"]["sha256"] == model_card.file_fingerprint(str(train_file))["sha256"]
     assert card["corpus"]["train"]["tokens"] > 1024
@@ -231,8 +232,10 @@ class FakeOut:
 def test_monitor_reads_finetune_output_and_validates_on_schedule():
     out = FakeOut()
     validations = iter([6.0, 5.0, 4.0])
+    prepared_steps = []
     monitor = train.FinetuneMonitor(out, first_step=1, last_step=5, val_every=2,
-                                    validate=lambda: next(validations), hide_lines=train.LARGE_MODEL_ADVICE)
+                                    validate=lambda: next(validations), before_step=prepared_steps.append,
+                                    hide_lines=train.LARGE_MODEL_ADVICE)
     monitor.write("For larger models, the recommended finetune() parameters are:\n")
     monitor.write("Training...")
     monitor.write("\n[1 | 0.50] loss=5.90 avg=5.90\n[2 | 1.00] loss=5.") # split across writes
@@ -243,6 +246,7 @@ def test_monitor_reads_finetune_output_and_validates_on_schedule():
     assert monitor.step == 4 and monitor.avg_loss == 5.0
     assert monitor.val_loss_start == 6.0 and monitor.val_loss == 4.0  # checked before step 1, at 2 and 4
     assert monitor.interrupted
+    assert prepared_steps == [1, 2, 3, 4, 5]  # the learning rate is set before each step
     assert not any("larger models" in line for line in out.lines)
     assert "step 2: loss 5.10 avg 5.50 val_loss 5.000" in out.lines
     assert "interrupted at step 4: saving a checkpoint" in out.lines
@@ -256,3 +260,16 @@ def test_evaluation_windows_are_fixed_and_cover_the_corpus():
     assert windows[0][0] == 0 and windows[-1][-1] == 4999
     assert [w[0] for w in windows] == [w[0] for w in train.evaluation_windows(chunks, count=4)]
     assert [len(w) for w in train.evaluation_windows([np.arange(300)])] == [300]
+
+
+def test_cosine_schedule_warms_up_then_decays_to_a_tenth():
+    settings = {"learning_rate": 1e-3, "lr_schedule": "cosine", "steps": 1000}
+    rates = [train.learning_rate_at(step, settings) for step in range(1, 1001)]
+    warmup = int(1000 * train.WARMUP_FRACTION)
+    assert rates[0] == pytest.approx(1e-3 / warmup)
+    assert max(rates) == pytest.approx(1e-3) and rates.index(max(rates)) == warmup - 1
+    assert all(a >= b for a, b in zip(rates[warmup:], rates[warmup + 1:]))
+    assert rates[-1] == pytest.approx(1e-4)
+    # Past the planned steps (a longer resumed run) it stays at the floor.
+    assert train.learning_rate_at(1500, settings) == pytest.approx(1e-4)
+    assert train.learning_rate_at(7, dict(settings, lr_schedule="constant")) == 1e-3
