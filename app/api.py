@@ -35,7 +35,7 @@ def generate():
         page = current_app.send_static_file("index.html")
         page.headers["Content-Security-Policy"] = PAGE_SECURITY_POLICY
         return page
-    query = parse_generation_query(request.args)
+    query = parse_generation_query(_query_args())
     generation = service().submit(query.request)
     try:
         result = generation.result(timeout=service().config.request_timeout)
@@ -51,7 +51,7 @@ def generate():
 
 @api.get("/stream")
 def stream():
-    query = parse_generation_query(request.args, allow_callback=False)
+    query = parse_generation_query(_query_args(), allow_callback=False)
     generation = service().submit(query.request)
     # Wait for the first piece before answering, so that a queue wait that runs
     # out is still a plain 503 with Retry-After rather than an event.
@@ -157,6 +157,16 @@ def _short_reason(error: HTTPException) -> str:
     if error.code == 405:
         return f"method {request.method} is not allowed for {request.path}"
     return (error.name or "error").lower()
+
+
+def _query_args():
+    # Werkzeug decodes the raw query string as strict UTF-8: other bytes sent
+    # unencoded are the client's mistake, not a crash.
+    try:
+        return request.args
+    except UnicodeDecodeError:
+        raise ValidationError("the query string is not UTF-8: percent-encode every other "
+                              "byte") from None
 
 
 def _prefers_html() -> bool:
