@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 import argparse
 import contextlib
 import datetime
+import fcntl
 import io
 import json
 import math
@@ -87,6 +88,18 @@ def completed_steps(run_dir):
     except (OSError, ValueError):
         match = re.search(r"-(\d+)$", checkpoint)
         return int(match.group(1)) if match else 0
+
+
+@contextlib.contextmanager
+def exclusive_run(run_dir):
+    """Hold the run folder for this process: two trainings never write one run at once."""
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, ".train.lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TrainingError(f"another training is writing {run_dir}; wait for it to finish") from None
+        yield
 
 
 def check_run_dir(run_dir, resume):
@@ -499,7 +512,8 @@ def main(argv=None):
     tf.get_logger().setLevel("ERROR")
     run_dir = os.path.join(args.checkpoint_dir, args.run_name)
     try:
-        card, interrupted = train(args)
+        with exclusive_run(run_dir):
+            card, interrupted = train(args)
     except TrainingError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 1

@@ -168,6 +168,13 @@ def test_ctrl_c_saves_and_resume_continues_the_step_count(corpus, tmp_path):
     assert card["base"] == {"kind": "scratch", "preset": "tiny"}
 
 
+def test_two_trainings_never_write_the_same_run(corpus, tmp_path, capsys):
+    with train.exclusive_run(str(tmp_path / "checkpoint" / "run1")):
+        assert train.main(tiny_args(corpus, tmp_path, "--steps", "2")) == 1
+    assert "another training is writing" in capsys.readouterr().err
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoint" / "run1")) is None
+
+
 def test_resume_needs_an_existing_run(corpus, tmp_path, capsys):
     assert train.main(tiny_args(corpus, tmp_path, "--resume")) == 1
     assert "nothing to resume" in capsys.readouterr().err
@@ -197,7 +204,7 @@ def test_gpt2_without_weights_or_network_fails_with_one_clear_line(corpus, tmp_p
     assert error_lines[0].startswith("train.py: error: GPT-2 124M is not in")
     assert "--from-scratch" in error_lines[0]
     assert os.listdir(tmp_path / "models") == []  # no half-downloaded model left to trip up the next run
-    assert not (tmp_path / "checkpoint" / "run1").exists()
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoint" / "run1")) is None
 
 
 def test_too_small_corpus_is_a_clear_error(tmp_path, capsys):
