@@ -31,8 +31,11 @@ class TokenSampler:
             # Highest first, ties by id, then keep the smallest head whose
             # mass reaches top_p (always at least one token).
             candidates = candidates[np.lexsort((candidates, -logits[candidates]))]
-        scaled = logits[candidates] / self.temperature
-        probs = np.exp(scaled - scaled.max())
+        # Shifted before dividing: a tiny temperature then sends every other
+        # token to exp(-inf) = 0 instead of overflowing to inf - inf = nan.
+        shifted = logits[candidates] - logits[candidates].max()
+        with np.errstate(over="ignore"):
+            probs = np.exp(shifted / self.temperature)
         probs /= probs.sum()
         if self.top_p < 1.0:
             before = np.cumsum(probs) - probs
