@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 from app.engine.types import Busy
@@ -118,6 +118,12 @@ def info():
 @api.get("/metrics")
 def metrics():
     return Response(service().metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+@api.get("/openapi.yaml")
+def openapi_description():
+    return send_from_directory(current_app.root_path, "openapi.yaml",
+                               mimetype="application/yaml")
 
 
 @api.app_errorhandler(ValidationError)

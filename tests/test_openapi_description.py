@@ -1,0 +1,66 @@
+"""app/openapi.yaml: served at /openapi.yaml, a valid OpenAPI document, and in
+step with the routes and limits the app really has. test_fuzz_api.py holds
+the answers to it."""
+import os
+
+import pytest
+import yaml
+
+from app import create_app, validation
+from app.config import Config
+from engine_double import EngineDouble
+
+DESCRIPTION = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "app", "openapi.yaml")
+
+
+@pytest.fixture(scope="module")
+def app():
+    return create_app(Config(), engine=EngineDouble())
+
+
+@pytest.fixture(scope="module")
+def document():
+    with open(DESCRIPTION, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def test_the_description_is_served_as_yaml(app, document):
+    response = app.test_client().get("/openapi.yaml")
+    assert response.status_code == 200
+    assert response.content_type.startswith("application/yaml")
+    assert yaml.safe_load(response.get_data(as_text=True)) == document
+
+
+def test_the_description_is_a_valid_openapi_document():
+    import schemathesis
+
+    schema = schemathesis.openapi.from_path(DESCRIPTION)
+    schema.validate()  # raises on a document that breaks the OpenAPI 3.1 schema
+    labels = {result.ok().label for result in schema.get_all_operations()}
+    assert "GET /" in labels and "GET /stream" in labels
+
+
+def test_every_route_is_described_and_every_described_path_exists(app, document):
+    def openapi_path(rule):
+        return rule.rule.replace("<path:filename>", "{file}")
+
+    routes = {openapi_path(rule) for rule in app.url_map.iter_rules() if "GET" in rule.methods}
+    assert routes == set(document["paths"])
+    assert all(set(item) == {"get"} for item in document["paths"].values())
+
+
+def test_the_described_limits_are_the_validators(document):
+    parameters = document["components"]["parameters"]
+    assert parameters["prefix"]["schema"]["maxLength"] == validation.MAX_PREFIX_CHARS
+    assert parameters["length"]["schema"]["maximum"] == validation.MAX_LENGTH
+    assert parameters["temperature"]["schema"]["maximum"] == validation.MAX_TEMPERATURE
+    assert parameters["top_k"]["schema"]["maximum"] == validation.MAX_TOP_K
+    assert parameters["seed"]["schema"]["maximum"] == validation.MAX_SEED
+    generate = document["paths"]["/"]["get"]["parameters"]
+    named = {p.get("name") or p["$ref"].rsplit("/", 1)[-1]: p for p in generate}
+    assert set(named) == set(validation.GENERATION_PARAMETERS + validation.JSONP_PARAMETERS)
+    assert named["callback"]["schema"]["pattern"] == \
+        "^" + validation.CALLBACK_PATTERN.pattern + "$"
+    stream = document["paths"]["/stream"]["get"]["parameters"]
+    assert len(stream) == len(validation.GENERATION_PARAMETERS)
