@@ -64,22 +64,30 @@ class ServiceStack:
         }
         self.process = None
 
-    def start(self, timeout: float = 180.0) -> "ServiceStack":
+    def start(self, timeout: float = 300.0) -> "ServiceStack":
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen([os.path.join(ROOT, "scripts", "serve.sh")],
                                             cwd=ROOT, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()  # never leave servers behind a failed start
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"serve.sh exited with {self.process.returncode}:\n{self.log()}")
             try:
                 if requests.get(self.url + "/readyz", timeout=5).status_code == 200:
-                    return self
+                    return
             except (requests.ConnectionError, requests.Timeout):
                 pass  # not listening yet, or busy loading
             time.sleep(0.3)
-        self.stop()
         raise RuntimeError(f"the service was not ready after {timeout:.0f} s:\n{self.log()}")
 
     def stop(self) -> int:
@@ -88,7 +96,8 @@ class ServiceStack:
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                # The script's own group: its uWSGI and nginx go with it.
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         return self.process.returncode if self.process else 0
 
