@@ -1,0 +1,78 @@
+# pokegen's app image: Flask + the generation engine under uWSGI, on Debian's Python 3.11.
+# Builds with the classic builder (docker-compose 1.29's `docker-compose build`): no BuildKit syntax.
+#
+# Targets:
+#   app       (default) the checkpoint in ./checkpoint is baked in, below the code, so a code change
+#             rebuilds only the last small layer.
+#   app-mounted-checkpoint  no checkpoint inside; mount one at /srv/pokegen/checkpoint
+#             (see docker-compose.checkpoint-volume.yml).
+ARG BASE_IMAGE=debian:bookworm-slim
+
+# ---- build: compilers and headers live only here --------------------------------------------
+FROM ${BASE_IMAGE} AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv /opt/venv
+# build/docker-wheels is optional: a host whose containers cannot reach PyPI downloads the packages
+# into it first (scripts/docker/fetch-wheels.sh) and sets OFFLINE_WHEELS=1. The glob lets the COPY
+# succeed without it; nothing of it reaches the final image.
+COPY requirements.txt requirements-nodeps.txt build/docker-wheel[s] /tmp/pip/
+ARG OFFLINE_WHEELS=0
+# TensorFlow is installed once, as the CPU build: gpt-2-simple goes in without its dependencies.
+# pip's compiled bytecode stays: the read-only root filesystem could not cache it at run time.
+# C++ headers and libclang serve only to compile custom TensorFlow ops, which the service never
+# does: about 350 MB less to ship.
+RUN set -eu; \
+    if [ "$OFFLINE_WHEELS" = 1 ]; then set -- --no-index --find-links /tmp/pip; else set --; fi; \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check "$@" -r /tmp/pip/requirements.txt; \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check "$@" --no-deps -r /tmp/pip/requirements-nodeps.txt; \
+    rm -rf /opt/venv/lib/python3.11/site-packages/tensorflow/include; \
+    /opt/venv/bin/pip uninstall -y -q libclang pip wheel
+
+# ---- runtime: Python, the venv and an unprivileged user ---------------------------------------
+FROM ${BASE_IMAGE} AS runtime
+# libpython3.11: the uWSGI binary built above embeds Python through it.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 libpython3.11 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 pokegen \
+ && useradd --system --uid 10001 --gid pokegen --home-dir /srv/pokegen --no-create-home \
+      --shell /usr/sbin/nologin pokegen \
+ && mkdir -p /srv/pokegen /run/pokegen \
+ && chown pokegen:pokegen /run/pokegen
+# Settings come before the large venv layer: each later instruction is a new layer on top of it.
+LABEL org.opencontainers.image.title="pokegen-app" \
+      org.opencontainers.image.description="pokegen: GPT-2 episode generator (Flask, uWSGI)"
+# uwsgi.ini reads VIRTUAL_ENV and POKEGEN_SOCKET; the app reads CHECKPOINT_DIR and the rest.
+# /tmp is the only scratch space (HOME too): the root filesystem can be read-only.
+ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    VIRTUAL_ENV=/opt/venv \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    HOME=/tmp \
+    POKEGEN_SOCKET=/run/pokegen/uwsgi.sock \
+    CHECKPOINT_DIR=/srv/pokegen/checkpoint \
+    RUN_NAME=run1
+WORKDIR /srv/pokegen
+USER pokegen
+# Healthy = /readyz answers 200 (the model is loaded); GPT-2 small takes a minute or two to load
+# on a small instance, hence the start period.
+HEALTHCHECK --interval=5s --timeout=5s --start-period=300s --retries=3 \
+    CMD ["python3", "/usr/local/lib/pokegen/uwsgi_readyz.py"]
+STOPSIGNAL SIGTERM
+CMD ["uwsgi", "--ini", "/srv/pokegen/uwsgi.ini"]
+COPY scripts/docker/uwsgi_readyz.py /usr/local/lib/pokegen/uwsgi_readyz.py
+COPY --from=build /opt/venv /opt/venv
+
+# ---- app-mounted-checkpoint: the code only; the checkpoint comes from a volume ----------------
+FROM runtime AS app-mounted-checkpoint
+COPY uwsgi.ini wsgi.py ./
+COPY app/ ./app/
+
+# ---- app (default): checkpoint first, code last, so a code change reuses the checkpoint layer -
+FROM runtime AS app
+COPY checkpoint/ ./checkpoint/
+COPY uwsgi.ini wsgi.py ./
+COPY app/ ./app/
