@@ -181,7 +181,7 @@ def encode_corpus(enc, path):
 
 def evaluation_windows(chunks, count=EVAL_WINDOWS):
     """Up to `count` windows spread evenly over the corpus; the same ones every time."""
-    tokens = np.concatenate(chunks)
+    tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)
     length = min(WINDOW, len(tokens))
     if length < 2:
         return []

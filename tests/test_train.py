@@ -207,6 +207,26 @@ def test_gpt2_without_weights_or_network_fails_with_one_clear_line(corpus, tmp_p
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoint" / "run1")) is None
 
 
+def test_gpt2_path_uses_weights_already_in_models_without_downloading(corpus, tmp_path, monkeypatch):
+    # A stand-in for the downloaded 124M: the same seven files, a tiny shape.
+    scratch_model.create_model_dir(str(tmp_path / "models" / "124M"), "tiny", corpus_files=[str(corpus / "train.txt")])
+    for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]:
+        monkeypatch.setenv(name, f"http://127.0.0.1:{closed_local_port()}")  # any download would fail
+    monkeypatch.chdir(tmp_path)
+
+    exit_code = train.main(["--model", "124M", "--dataset", str(corpus / "train.txt"), "--steps", "2",
+                            "--accumulate-gradients", "1", "--model-dir", "models",
+                            "--checkpoint-dir", "checkpoint"])
+
+    assert exit_code == 0
+    card = model_card.read_model_card(str(tmp_path / "checkpoint" / "run1"))
+    assert card["base"] == {"kind": "gpt2", "model_name": "124M"}
+    assert card["training"]["learning_rate"] == 1e-4 and card["training"]["lr_schedule"] == "constant"
+    assert card["steps"] == 2
+    assert (tmp_path / "checkpoint" / "run1" / "encoder.json").read_bytes() == (
+        tmp_path / "models" / "124M" / "encoder.json").read_bytes()
+
+
 def test_too_small_corpus_is_a_clear_error(tmp_path, capsys):
     small = tmp_path / "small.txt"
     small.write_text(episode_text(20, seed=3), encoding="utf-8")
@@ -267,6 +287,7 @@ def test_evaluation_windows_are_fixed_and_cover_the_corpus():
     assert windows[0][0] == 0 and windows[-1][-1] == 4999
     assert [w[0] for w in windows] == [w[0] for w in train.evaluation_windows(chunks, count=4)]
     assert [len(w) for w in train.evaluation_windows([np.arange(300)])] == [300]
+    assert train.evaluation_windows([]) == []
 
 
 def test_cosine_schedule_warms_up_then_decays_to_a_tenth():
