@@ -212,3 +212,20 @@ def test_close_refuses_new_requests_and_ends_running_ones(checkpoint_dir):
     with pytest.raises(Busy):
         engine.submit(GenerationRequest())
     assert not engine._thread.is_alive()
+
+
+def test_a_request_waits_for_room_in_the_cache_pool(checkpoint_dir):
+    # Room for one full context only: the second request starts when the first ends.
+    engine = started(checkpoint_dir, max_batch=2, max_queue=2, cache_tokens=1024)
+    try:
+        first = engine.submit(GenerationRequest(length=700, stop_at_end=False))
+        second = engine.submit(GenerationRequest(length=700, stop_at_end=False))
+        next(iter(first.pieces()))
+        assert engine.stats()["in_flight"] == 2
+        next(iter(second.pieces()))
+        assert first.done  # the second wrote nothing before the first gave its places back
+        assert first.result(timeout=60).tokens == 700
+        assert second.result(timeout=60).tokens == 700
+        assert engine.stats()["in_flight"] == 0
+    finally:
+        engine.close(grace=0)

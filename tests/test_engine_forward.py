@@ -23,11 +23,22 @@ def run(tmp_path_factory):
     run_dir = make_run(checkpoint_dir)
     perturb_weights(run_dir)
     checkpoint = open_checkpoint(checkpoint_dir, "run1")
-    graph = DecoderGraph(checkpoint.hparams, n_slots=3, threads=2)
+    graph = DecoderGraph(checkpoint.hparams, pool_size=3 * 1024, threads=2, cache_dtype="float32")
     graph.load_weights(WeightReader(checkpoint))
     tokenizer = Tokenizer(run_dir, checkpoint.hparams.n_vocab)
     yield checkpoint_dir, checkpoint, graph, tokenizer
     graph.close()
+
+
+def at(base, positions):
+    """Pool places of a sequence stored contiguously from `base`."""
+    return np.asarray(positions, np.int32) + base
+
+
+def prompt_logits(graph, tokens, base, all_logits=False):
+    places = at(base, np.arange(len(tokens)))[None]
+    return graph.forward(np.array([tokens]), np.arange(len(tokens))[None], places, places,
+                         all_logits=all_logits)
 
 
 def reference_logits(checkpoint, tokens):
@@ -47,25 +58,29 @@ def test_prompt_logits_match_gpt2_simple(run):
     _, checkpoint, graph, tokenizer = run
     tokens = tokenizer.encode(PROMPT)
     expected = reference_logits(checkpoint, tokens)
-    ours = graph.forward(np.array([tokens]), np.arange(len(tokens))[None], np.array([1]),
-                         all_logits=True)[0]
+    ours = prompt_logits(graph, tokens, 1024, all_logits=True)[0]
     assert expected.std() > 0.5  # the perturbed model's logits carry real signal
     np.testing.assert_allclose(ours, expected, atol=2e-4 * np.abs(expected).max())
 
 
-def test_cached_steps_match_the_full_pass_in_any_slot_and_batch(run):
+def test_cached_steps_match_the_full_pass_wherever_the_cache_lives(run):
     _, checkpoint, graph, tokenizer = run
     tokens = tokenizer.encode(PROMPT)
-    full = graph.forward(np.array([tokens]), np.arange(len(tokens))[None], np.array([0]),
-                         all_logits=True)[0]
-    # Two sequences share the batch: ours in slot 2, another at a different
-    # position in slot 0, so masking and slot addressing both matter.
+    full = prompt_logits(graph, tokens, 0, all_logits=True)[0]
+    # Two sequences share the batch: ours scattered over the pool in reverse
+    # order, another contiguous at a different position, so masking and pool
+    # addressing both matter.
+    ours = 3000 - 7 * np.arange(len(tokens))
     other = tokenizer.encode("Team Rocket blasts off again and again and again")
-    graph.forward(np.array([tokens[:4]]), np.arange(4)[None], np.array([2]))
-    graph.forward(np.array([other]), np.arange(len(other))[None], np.array([0]))
+    graph.forward(np.array([tokens[:4]]), np.arange(4)[None], ours[None, :4], ours[None, :4])
+    prompt_logits(graph, other, 0)
     for t in range(4, len(tokens)):
+        other_position = len(other) + t - 4
+        kv_len = max(t, other_position) + 1
+        read_at = np.stack([np.resize(ours[:t + 1], kv_len), np.arange(kv_len)])
         step = graph.forward(np.array([[tokens[t]], [other[t % len(other)]]]),
-                             np.array([[t], [len(other) + t - 4]]), np.array([2, 0]))
+                             np.array([[t], [other_position]]),
+                             np.array([[ours[t]], [other_position]]), read_at)
         np.testing.assert_allclose(step[0], full[t], atol=1e-4 * np.abs(full).max())
 
 
@@ -73,11 +88,11 @@ def test_greedy_engine_output_is_argmax_of_the_forward_pass(run):
     checkpoint_dir, checkpoint, graph, tokenizer = run
     tokens = tokenizer.encode(PROMPT)
     for _ in range(12):
-        logits = graph.forward(np.array([tokens]), np.arange(len(tokens))[None], np.array([1]))[0]
+        logits = prompt_logits(graph, tokens, 0)[0]
         tokens.append(int(np.argmax(logits[:tokenizer.vocab_size])))
     expected = tokenizer.decode(tokens[len(tokenizer.encode(PROMPT)):])
 
-    engine = Engine(checkpoint_dir, "run1", max_batch=2)
+    engine = Engine(checkpoint_dir, "run1", max_batch=2, cache_dtype="float32")
     engine.start()
     try:
         assert engine.wait_ready(120), engine.error
@@ -88,3 +103,26 @@ def test_greedy_engine_output_is_argmax_of_the_forward_pass(run):
         engine.close()
     assert result.tokens == 12
     assert result.text == expected
+
+
+def test_a_rows_logits_are_bit_identical_in_any_batch_of_two_or_more(run):
+    """What makes seeded requests reproducible when batched: with at least
+    two rows and kv_len in whole pages (the scheduler's rules), a row's
+    logits do not depend on the other rows or on how far they are."""
+    _, checkpoint, graph, tokenizer = run
+    rng = np.random.default_rng(0)
+    lengths = [5, 40, 17, 100, 3, 64, 250, 9]
+    for i, length in enumerate(lengths):
+        prompt_logits(graph, rng.integers(0, tokenizer.vocab_size, length).tolist(), 100 + 300 * i)
+
+    def step(rows):
+        kv_len = -(-(max(lengths[i] for i in rows) + 1) // 16) * 16
+        read_at = np.stack([np.resize(at(100 + 300 * i, np.arange(lengths[i] + 1)), kv_len)
+                            for i in rows])
+        return graph.forward(np.full((len(rows), 1), 7), np.array([[lengths[i]] for i in rows]),
+                             np.array([[100 + 300 * i + lengths[i]] for i in rows]), read_at)
+
+    reference = {i: step([i, 4])[0] for i in range(8)}
+    for rows in ([0, 1], [2, 0, 1], list(range(8)), [6, 3, 5, 1, 0], [7, 6, 5, 4, 3, 2, 1, 0]):
+        for row, logits in zip(rows, step(rows)):
+            assert np.array_equal(logits, reference[row]), (rows, row)

@@ -12,6 +12,7 @@ import os
 import threading
 
 from .admission import GenerationQueue
+from .cache_pool import PAGE
 from .checkpoint import Checkpoint, WeightReader, first_line, open_checkpoint
 from .generation import Generation
 from .graph import DecoderGraph
@@ -36,7 +37,11 @@ def default_threads() -> int:
 class Engine:
     def __init__(self, checkpoint_dir: str, run_name: str = "run1", *,
                  max_batch: int = 3, max_queue: int = 16, queue_timeout: float = 30.0,
-                 threads: int | None = None):
+                 threads: int | None = None, cache_tokens: int | None = None,
+                 cache_dtype: str = "bfloat16"):
+        """cache_tokens: positions in the key/value pool shared by running
+        requests (default: half a full context per batch row, at least one
+        full context); a request that does not fit waits for room."""
         if max_batch < 1 or max_queue < 0 or queue_timeout <= 0:
             raise ValueError("max_batch >= 1, max_queue >= 0 and queue_timeout > 0 are required")
         self.checkpoint_dir = checkpoint_dir
@@ -45,6 +50,8 @@ class Engine:
         self.max_queue = max_queue
         self.queue_timeout = queue_timeout
         self.threads = threads or default_threads()
+        self.cache_tokens = cache_tokens
+        self.cache_dtype = cache_dtype
         self.state = LOADING
         self.error: str | None = None
         self.model_name = run_name
@@ -117,7 +124,12 @@ class Engine:
         self.model_name = str(card.get("name") or self.run_name)
         tokenizer = Tokenizer(checkpoint.run_dir, checkpoint.hparams.n_vocab)
         reader = WeightReader(checkpoint)
-        graph = DecoderGraph(checkpoint.hparams, n_slots=self.max_batch, threads=self.threads)
+        n_ctx = checkpoint.hparams.n_ctx
+        pool = max(n_ctx, self.cache_tokens or self.max_batch * n_ctx // 2)
+        self.cache_tokens = pool
+        pages = -(-pool // PAGE) + 1  # one more for the scratch page
+        graph = DecoderGraph(checkpoint.hparams, pool_size=pages * PAGE, threads=self.threads,
+                             cache_dtype=self.cache_dtype, max_batch=self.max_batch)
         try:
             graph.load_weights(reader)
             graph.warm_up()
@@ -181,6 +193,8 @@ class Engine:
                 "max_queue": self.max_queue,
                 "queue_timeout": self.queue_timeout,
                 "max_tokens": (checkpoint.hparams.n_ctx - 1) if checkpoint else None,
+                "cache_tokens": self.cache_tokens,
+                "cache_dtype": self.cache_dtype,
             },
         }
 

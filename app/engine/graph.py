@@ -2,14 +2,18 @@
 cache that stays in the session between steps.
 
 The same graph serves a prompt (one row, many tokens) and a decoding step
-(many rows, one token each): rows say which cache slot they own and at which
-positions their tokens sit. Each layer writes the new keys and values into its
-slot, then reads back the first `kv_len` positions of every row's slot, so no
-request ever adds a node to the graph and the cache never grows.
+(many rows, one token each). The cache is a fixed pool of positions shared by
+all requests (see cache_pool.py); each row says where in the pool its new
+tokens go (`write_at`) and where its first `kv_len` positions live
+(`read_at`). Each layer writes the new keys and values, then gathers the
+row's keys and values back, so no request ever adds a node to the graph and
+the cache never grows.
 
-Cache layout per layer: a [slots * heads * n_ctx, head_size] variable, row
-(slot * heads + head) * n_ctx + position, so that gathering a batch's keys
-gives [batch, heads, kv_len, head_size] directly, ready for the matmul.
+Cache layout per layer: a [heads * pool, head_size] variable, row
+head * pool + place, so that gathering a batch's keys gives
+[batch, heads, kv_len, head_size], ready for the matmul. Keys and values are
+kept in bfloat16 by default: half the memory and half the bytes to read per
+step; attention itself runs in float32.
 """
 from __future__ import annotations
 
@@ -34,13 +38,16 @@ def session_config(threads: int):
 
 
 class DecoderGraph:
-    """Owns the graph, its session, the weights and the cache slots."""
+    """Owns the graph, its session, the weights and the key/value pool."""
 
-    def __init__(self, hparams: HParams, n_slots: int, threads: int = 2):
+    def __init__(self, hparams: HParams, pool_size: int, threads: int = 2,
+                 cache_dtype: str = "bfloat16", max_batch: int = 1):
         import tensorflow as tf
 
         self.hparams = hparams
-        self.n_slots = n_slots
+        self.pool_size = pool_size  # positions in the key/value pool
+        self.cache_dtype = tf.as_dtype(cache_dtype)
+        self.max_batch = max_batch  # only used to warm up every batch size
         self.graph = tf.Graph()
         with self.graph.as_default():
             self._build_weights()
@@ -81,12 +88,12 @@ class DecoderGraph:
         import tensorflow as tf
 
         hp = self.hparams
-        rows = self.n_slots * hp.n_head * hp.n_ctx
+        rows = hp.n_head * self.pool_size
         self.cache_k, self.cache_v = [], []
         for i in range(hp.n_layer):
             for store, kind in ((self.cache_k, "k"), (self.cache_v, "v")):
                 store.append(tf.compat.v1.Variable(
-                    tf.zeros((rows, hp.head_size), tf.float32), trainable=False,
+                    tf.zeros((rows, hp.head_size), self.cache_dtype), trainable=False,
                     name=f"cache_{kind}{i}", use_resource=True))
 
     def _build_forward(self):
@@ -95,16 +102,16 @@ class DecoderGraph:
         hp = self.hparams
         self.tokens = tf.compat.v1.placeholder(tf.int32, [None, None], name="tokens")
         self.positions = tf.compat.v1.placeholder(tf.int32, [None, None], name="positions")
-        self.slots = tf.compat.v1.placeholder(tf.int32, [None], name="slots")
-        self.kv_len = tf.compat.v1.placeholder(tf.int32, [], name="kv_len")
+        self.write_at = tf.compat.v1.placeholder(tf.int32, [None, None], name="write_at")  # [B, T]
+        self.read_at = tf.compat.v1.placeholder(tf.int32, [None, None], name="read_at")    # [B, L]
 
         batch = tf.shape(self.tokens)[0]
         steps = tf.shape(self.tokens)[1]
-        # First cache row of each (row, head): [B, H]
-        head_base = ((self.slots[:, None] * hp.n_head + tf.range(hp.n_head)[None, :]) * hp.n_ctx)
-        write_rows = head_base[:, None, :] + self.positions[:, :, None]            # [B, T, H]
-        read_rows = head_base[:, :, None] + tf.range(self.kv_len)[None, None, :]   # [B, H, L]
-        visible = tf.range(self.kv_len)[None, None, None, :] <= self.positions[:, None, :, None]
+        kv_len = tf.shape(self.read_at)[1]
+        head_offset = tf.range(hp.n_head) * self.pool_size
+        write_rows = self.write_at[:, :, None] + head_offset[None, None, :]         # [B, T, H]
+        read_rows = self.read_at[:, None, :] + head_offset[None, :, None]           # [B, H, L]
+        visible = tf.range(kv_len)[None, None, None, :] <= self.positions[:, None, :, None]
         mask_bias = tf.where(visible, 0.0, MASKED)                                  # [B, 1, T, L]
 
         # Gather from a dense read: a sparse op on a variable switches it to
@@ -113,7 +120,10 @@ class DecoderGraph:
         for i, layer in enumerate(self.layers):
             h = self._block(h, layer, i, batch, steps, write_rows, read_rows, mask_bias)
         h = _norm(h, self.ln_f["g"], self.ln_f["b"])
-        self.logits_last = tf.matmul(h[:, -1, :], self.wte, transpose_b=True)       # [B, V]
+        # wte @ h^T, then transposed: faster than h @ wte^T for several rows,
+        # and each row's logits come out bit for bit the same for any batch
+        # of 2 or more rows (the scheduler never decodes a single row).
+        self.logits_last = tf.transpose(tf.matmul(self.wte, h[:, -1, :], transpose_b=True))  # [B, V]
         flat = tf.reshape(h, [-1, hp.n_embd])
         self.logits_all = tf.reshape(tf.matmul(flat, self.wte, transpose_b=True),
                                      [batch, steps, hp.n_vocab])
@@ -127,13 +137,17 @@ class DecoderGraph:
         qkv = tf.nn.bias_add(tf.matmul(x, layer["attn/c_attn/w"]), layer["attn/c_attn/b"])
         qkv = tf.reshape(qkv, [batch, steps, 3, heads, size])
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                          # [B, T, H, D]
+        cached = self.cache_dtype
         writes = [
-            tf.raw_ops.ResourceScatterUpdate(resource=self.cache_k[i].handle, indices=write_rows, updates=k),
-            tf.raw_ops.ResourceScatterUpdate(resource=self.cache_v[i].handle, indices=write_rows, updates=v),
+            tf.raw_ops.ResourceScatterUpdate(resource=self.cache_k[i].handle, indices=write_rows,
+                                             updates=tf.cast(k, cached)),
+            tf.raw_ops.ResourceScatterUpdate(resource=self.cache_v[i].handle, indices=write_rows,
+                                             updates=tf.cast(v, cached)),
         ]
         with tf.control_dependencies(writes):
-            keys = tf.raw_ops.ResourceGather(resource=self.cache_k[i].handle, indices=read_rows, dtype=tf.float32)
-            values = tf.raw_ops.ResourceGather(resource=self.cache_v[i].handle, indices=read_rows, dtype=tf.float32)
+            keys = tf.raw_ops.ResourceGather(resource=self.cache_k[i].handle, indices=read_rows, dtype=cached)
+            values = tf.raw_ops.ResourceGather(resource=self.cache_v[i].handle, indices=read_rows, dtype=cached)
+        keys, values = tf.cast(keys, tf.float32), tf.cast(values, tf.float32)
         q = tf.transpose(q, [0, 2, 1, 3])                                             # [B, H, T, D]
         scores = tf.matmul(q, keys, transpose_b=True) * (1.0 / math.sqrt(size)) + mask_bias
         attended = tf.matmul(tf.nn.softmax(scores), values)                           # [B, H, T, D]
@@ -155,22 +169,28 @@ class DecoderGraph:
 
     def warm_up(self) -> None:
         """Runs each batch size once, so the first requests do not pay for
-        kernel set-up. Writes only into cache rows that requests overwrite."""
-        prompt = np.zeros((1, 8), np.int32)
-        self.forward(prompt, np.arange(8, dtype=np.int32)[None, :], np.zeros(1, np.int32))
-        for batch in range(1, self.n_slots + 1):
-            self.forward(np.zeros((batch, 1), np.int32), np.full((batch, 1), 8, np.int32),
-                         np.arange(batch, dtype=np.int32))
+        kernel set-up. Writes only into pool places that requests overwrite
+        before they read them."""
+        prompt = np.arange(8, dtype=np.int32)[None, :]
+        self.forward(np.zeros((1, 8), np.int32), prompt, prompt, prompt)
+        for batch in range(2, max(2, self.max_batch) + 1):
+            column = np.full((batch, 1), 8, np.int32)
+            self.forward(np.zeros((batch, 1), np.int32), column, column,
+                         np.tile(np.arange(16, dtype=np.int32), (batch, 1)))
 
-    def forward(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray,
-                all_logits: bool = False) -> np.ndarray:
-        """Runs rows of tokens at their positions in their slots; returns the
-        logits after each row's last token ([B, V]), or after every token."""
-        kv_len = int(positions.max()) + 1
+    def forward(self, tokens: np.ndarray, positions: np.ndarray, write_at: np.ndarray,
+                read_at: np.ndarray, all_logits: bool = False) -> np.ndarray:
+        """Runs rows of tokens at their positions; returns the logits after
+        each row's last token ([B, V]), or after every token ([B, T, V]).
+
+        write_at [B, T]: pool places for the new tokens' keys and values.
+        read_at [B, L]: pool places of each row's positions 0..L-1, where L is
+        past the furthest position in the batch (places beyond a row's own
+        position are masked, any valid place will do)."""
         fetch = self.logits_all if all_logits else self.logits_last
         return self.session.run(fetch, {
             self.tokens: tokens, self.positions: positions,
-            self.slots: slots, self.kv_len: kv_len,
+            self.write_at: write_at, self.read_at: read_at,
         })
 
     def op_count(self) -> int:
@@ -185,7 +205,12 @@ def _norm(x, g, b, epsilon=1e-5):
 
     mean = tf.reduce_mean(x, axis=-1, keepdims=True)
     var = tf.reduce_mean(tf.square(x - mean), axis=-1, keepdims=True)
-    return (x - mean) * tf.math.rsqrt(var + epsilon) * g + b
+    # The scale is taken over the full [.., n_embd] shape: rsqrt (which
+    # grappler substitutes for 1/sqrt) is approximated differently in a full
+    # vector and in a tail, and a [rows, 1] tensor put a row in one or the
+    # other depending on the batch size.
+    centered = x - mean
+    return centered / tf.sqrt(tf.broadcast_to(var, tf.shape(centered)) + epsilon) * g + b
 
 
 def _gelu(x):

@@ -1,20 +1,23 @@
-"""The decoding loop: continuous batching over the cache slots.
+"""The decoding loop: continuous batching over the key/value pool.
 
 One thread owns the TensorFlow session. Each turn it starts the requests that
 got a slot (running their prompt alone, which also yields their first
-token), then advances every running request by one token in a single batched
-step. A request leaves the batch as soon as it is done or cancelled, and its
-slot goes to the next one in the queue.
+token) as long as the pool has room for them, then advances every running
+request by one token in a single batched step. A request leaves the batch as
+soon as it is done or cancelled; its slot goes to the next one in the queue
+and its pool places to whoever needs them.
 """
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .admission import GenerationQueue
+from .cache_pool import CachePool
 from .generation import Generation
 from .graph import DecoderGraph
 from .sampling import TokenSampler
@@ -27,8 +30,9 @@ log = logging.getLogger("pokegen.engine")
 @dataclass
 class RunningSequence:
     generation: Generation
-    slot: int
-    position: int          # where the next fed token goes in the cache
+    pages: list[int]       # reserved in the pool
+    places: np.ndarray     # pool place of each position
+    position: int          # position of the next token fed to the model
     last_token: int
     limit: int             # tokens to generate
     sampler: TokenSampler
@@ -47,7 +51,8 @@ class Scheduler:
         self.queue = queue
         self.model_name = model_name
         self.on_finish = on_finish or (lambda seconds: None)
-        self.free_slots = list(range(graph.n_slots))
+        self.pool = CachePool(graph.pool_size)
+        self.starting: deque[Generation] = deque()  # have a slot, wait for pool room
         self.running: list[RunningSequence] = []
         self.stopping = False
         self.stop_deadline = float("inf")
@@ -56,13 +61,13 @@ class Scheduler:
     def run(self) -> None:
         while True:
             self._drop_stale_waiting()
-            for generation in self.queue.take_ready():
-                self._start(generation)
+            self.starting.extend(self.queue.take_ready())
+            self._start_what_fits()
             if self.stopping and time.monotonic() >= self.stop_deadline:
                 for seq in list(self.running):
                     self._finish(seq, "shutdown")
             if not self.running:
-                if self.stopping and not self.queue.in_flight:
+                if self.stopping and not self.queue.in_flight and not self.starting:
                     return
                 self.queue.wait_for_work(self._idle_timeout())
                 continue
@@ -87,28 +92,44 @@ class Scheduler:
             generation.finish(self._result(generation, "", 0, "cancelled"))
 
     # ------------------------------------------------------------ sequences
-    def _start(self, generation: Generation) -> None:
-        if generation.cancelled:
-            generation.finish(self._result(generation, "", 0, "cancelled"))
-            self.queue.release()
-            return
-        request = generation.request
+    def _start_what_fits(self) -> None:
+        """Starts waiting slot holders in order while the pool has room."""
+        while self.starting:
+            generation = self.starting[0]
+            if generation.cancelled:
+                self.starting.popleft()
+                generation.finish(self._result(generation, "", 0, "cancelled"))
+                self.queue.release()
+                continue
+            prompt, limit = self._plan(generation)
+            # Positions fed to the model: the prompt, then each new token but the last.
+            reserved = self.pool.reserve(len(prompt) + limit - 1)
+            if reserved is None:
+                return  # wait for running requests to give places back
+            self.starting.popleft()
+            self._start(generation, prompt, limit, *reserved)
+
+    def _plan(self, generation: Generation) -> tuple[list[int], int]:
         n_ctx = self.graph.hparams.n_ctx
-        limit = max(1, min(request.length, n_ctx - 1))
-        # The cache holds n_ctx positions: keep the latest prompt tokens that
+        limit = max(1, min(generation.request.length, n_ctx - 1))
+        # The model sees n_ctx positions: keep the latest prompt tokens that
         # leave room for `limit` new ones.
-        prompt = generation.prompt[-(n_ctx - limit):]
-        slot = self.free_slots.pop()
+        return generation.prompt[-(n_ctx - limit):], limit
+
+    def _start(self, generation: Generation, prompt: list[int], limit: int,
+               pages: list[int], places: np.ndarray) -> None:
+        request = generation.request
         seq = RunningSequence(
-            generation=generation, slot=slot, position=len(prompt), last_token=-1, limit=limit,
+            generation=generation, pages=pages, places=places, position=len(prompt),
+            last_token=-1, limit=limit,
             sampler=TokenSampler(request.temperature, request.top_k, request.top_p, request.seed,
                                  self.tokenizer.vocab_size),
             decoder=PieceDecoder(self.tokenizer), started_at=time.monotonic())
         self.running.append(seq)
         try:
+            at = places[None, :len(prompt)]
             logits = self.graph.forward(np.array([prompt], np.int32),
-                                        np.arange(len(prompt), dtype=np.int32)[None, :],
-                                        np.array([slot], np.int32))
+                                        np.arange(len(prompt), dtype=np.int32)[None, :], at, at)
         except Exception as e:  # the session is broken: nothing sensible to retry
             self._fail_all(e)
             return
@@ -120,11 +141,9 @@ class Scheduler:
         if not self.running:
             return
         rows = self.running
+        tokens, positions, write_at, read_at = self._batch(rows)
         try:
-            logits = self.graph.forward(
-                np.array([[s.last_token] for s in rows], np.int32),
-                np.array([[s.position] for s in rows], np.int32),
-                np.array([s.slot for s in rows], np.int32))
+            logits = self.graph.forward(tokens, positions, write_at, read_at)
         except Exception as e:
             self._fail_all(e)
             return
@@ -132,6 +151,28 @@ class Scheduler:
             seq.position += 1
         for seq, row in zip(list(rows), logits):
             self._advance(seq, row)
+
+    def _batch(self, rows: list[RunningSequence]):
+        """Inputs of one decoding step. Shapes are chosen so that a row's
+        logits are bit for bit the same whatever else is in the batch: at
+        least two rows (a single row takes other matmul kernels), and a kv_len
+        rounded up to a whole page (reductions over the positions then add
+        masked zeros in whole blocks, which changes no sum)."""
+        page = self.pool.page
+        kv_len = -(-(max(s.position for s in rows) + 1) // page) * page
+        count = max(2, len(rows))
+        tokens = np.zeros((count, 1), np.int32)
+        positions = np.zeros((count, 1), np.int32)
+        scratch = self.pool.scratch * page
+        write_at = np.full((count, 1), scratch, np.int32)
+        read_at = np.full((count, kv_len), scratch, np.int32)
+        for i, s in enumerate(rows):
+            tokens[i, 0], positions[i, 0] = s.last_token, s.position
+            write_at[i, 0] = s.places[s.position]
+            own = min(kv_len, s.places.size)
+            read_at[i, :own] = s.places[:own]
+            read_at[i, own:] = s.places[0]  # masked: past this row's position
+        return tokens, positions, write_at, read_at
 
     def _advance(self, seq: RunningSequence, logits: np.ndarray) -> None:
         """Samples the sequence's next token and ends it when it is done."""
@@ -160,7 +201,7 @@ class Scheduler:
 
     def _release(self, seq: RunningSequence) -> None:
         self.running.remove(seq)
-        self.free_slots.append(seq.slot)
+        self.pool.release(seq.pages)
         self.queue.release()
 
     def _fail_all(self, error: Exception) -> None:

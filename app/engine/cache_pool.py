@@ -1,0 +1,48 @@
+"""Places in the key/value cache, handed out to requests in pages.
+
+The cache is one pool of positions shared by all running requests, allocated
+once. A request reserves the places for its prompt and all the tokens it may
+write when it starts (its length is known up front), so it can never run out
+half way, and gives them back when it ends. Requests of 256 tokens then use a
+quarter of what a fixed 1024-position slot each would hold.
+"""
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+PAGE = 16  # positions per page: big enough that a row's places are mostly contiguous
+
+
+class CachePool:
+    def __init__(self, size: int, page: int = PAGE):
+        self.page = page
+        self.pages = size // page
+        # Page 0 is scratch: padding rows write there and nobody reads it.
+        self.scratch = 0
+        self._free = list(range(1, self.pages))  # a heap: low pages first, so memory use stays compact
+
+    @property
+    def size(self) -> int:
+        """Places that requests can use."""
+        return (self.pages - 1) * self.page
+
+    @property
+    def free_places(self) -> int:
+        return len(self._free) * self.page
+
+    def reserve(self, positions: int) -> tuple[list[int], np.ndarray] | None:
+        """Pages and the place of each position 0..positions-1, or None when
+        the pool has not enough room now."""
+        count = -(-positions // self.page)
+        if count > len(self._free):
+            return None
+        pages = [heapq.heappop(self._free) for _ in range(count)]
+        places = (np.array(pages, np.int32)[:, None] * self.page
+                  + np.arange(self.page, dtype=np.int32)[None, :]).ravel()[:positions]
+        return pages, places
+
+    def release(self, pages: list[int]) -> None:
+        for page in pages:
+            heapq.heappush(self._free, page)
