@@ -150,7 +150,7 @@ def ensure_gpt2_weights(model_dir, model_name):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def prepare_base_model(args, run_dir, previous_card, workdir):
+def prepare_base_model(args, seed, run_dir, previous_card, workdir):
     """(model_dir, model_name, base) for gpt-2-simple's finetune to start from."""
     if args.resume:
         # Start from the run's own tokenizer and shape, whatever is in models/ now.
@@ -166,7 +166,7 @@ def prepare_base_model(args, run_dir, previous_card, workdir):
         print(f"Building a new {args.from_scratch} model in {os.path.join(args.model_dir, model_name)} "
               f"(tokenizer trained on {args.dataset})")
         scratch_model.create_model_dir(os.path.join(args.model_dir, model_name), args.from_scratch,
-                                       corpus_files=[args.dataset], seed=args.seed or 0)
+                                       corpus_files=[args.dataset], seed=seed)
         return args.model_dir, model_name, {"kind": "scratch", "preset": args.from_scratch}
     ensure_gpt2_weights(args.model_dir, args.model)
     return args.model_dir, args.model, {"kind": "gpt2", "model_name": args.model}
@@ -379,10 +379,12 @@ def train(args):
         raise TrainingError(f"{run_dir} is already at step {start_step}; "
                             f"ask for more with --steps (more than {start_step})")
 
-    random.seed(settings["seed"])  # finetune draws its training windows with `random`
-    np.random.seed(settings["seed"])
+    # finetune draws its training windows with `random`; a resumed session draws new ones.
+    random.seed(settings["seed"] + start_step)
+    np.random.seed(settings["seed"] + start_step)
     with tempfile.TemporaryDirectory(prefix="pokegen-train-") as workdir:
-        model_dir, model_name, base = prepare_base_model(args, run_dir, previous_card, workdir)
+        model_dir, model_name, base = prepare_base_model(args, settings["seed"], run_dir, previous_card,
+                                                        workdir)
         base_path = os.path.join(model_dir, model_name)
         with open(os.path.join(base_path, "hparams.json")) as f:
             hparams = json.load(f)
