@@ -28,7 +28,7 @@ serve: venv
 	scripts/serve.sh
 
 # Offline demo corpus: synthetic episodes served by a local wiki on 127.0.0.1,
-# crawled by the real crawler, prepared into data/train.txt + data/val.txt.
+# crawled by the real crawler, prepared into data/demo/train.txt + val.txt.
 demo-data: venv
 	$(PY) -m demo.build_demo_data
 
@@ -40,6 +40,6 @@ model: venv
 	  echo "checkpoint/run1 already holds a model (train.py --resume continues it)"; \
 	else \
 	  $(MAKE) --no-print-directory demo-data && \
-	  $(PY) train.py --from-scratch tiny --dataset data/train.txt --val-dataset data/val.txt \
+	  $(PY) train.py --from-scratch tiny --dataset data/demo/train.txt --val-dataset data/demo/val.txt \
 	    --checkpoint-dir checkpoint --run-name run1; \
 	fi

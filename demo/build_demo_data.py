@@ -4,10 +4,10 @@
 2. serve them with the local wiki on a free 127.0.0.1 port;
 3. run the real crawler, unchanged, against it (default episode codes);
 4. stop the wiki;
-5. run prepare_corpus.py: data/train.txt and data/val.txt.
+5. run prepare_corpus.py: data/demo/train.txt and data/demo/val.txt.
 
-The demo crawl goes to its own folder (data/pokeCorpusDemo) so it never mixes
-with a real Bulbapedia crawl in data/pokeCorpusBulba.
+Everything goes under data/demo/ so that it never mixes with, or overwrites, a
+real Bulbapedia crawl (data/pokeCorpusBulba) or its prepared data/train.txt.
 """
 from __future__ import annotations
 
@@ -59,11 +59,11 @@ def build(episodes_file: Path, corpus_dir: Path, train: Path, delay: float,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Generate the synthetic demo wiki, crawl it on 127.0.0.1 and prepare "
-                    "data/train.txt + data/val.txt, offline.")
+                    "data/demo/train.txt + data/demo/val.txt, offline.")
     parser.add_argument("--episodes-file", type=Path, default=Path("build/demo-wiki/episodes.jsonl"))
-    parser.add_argument("--corpus", type=Path, default=Path("data/pokeCorpusDemo"),
+    parser.add_argument("--corpus", type=Path, default=Path("data/demo/pokeCorpus"),
                         help="crawl output folder (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("data/train.txt"),
+    parser.add_argument("--out", type=Path, default=Path("data/demo/train.txt"),
                         help="training file; val.txt is written next to it (default: %(default)s)")
     parser.add_argument("--delay", type=float, default=0.005,
                         help="seconds between requests to the local wiki (default: %(default)s)")
