@@ -89,14 +89,14 @@ def _prefix(values) -> str:
         raise ValidationError("give the prefix as prefix or as sample, not both", "prefix")
     name = "prefix" if "prefix" in values else "sample"
     text = values.get(name)
-    if text is None or not text.strip():
+    if text is None:
         return DEFAULT_PREFIX
     if len(text) > MAX_PREFIX_CHARS:
         raise ValidationError(f"{name} must be at most {MAX_PREFIX_CHARS} characters, "
                               f"got {len(text)}", name)
     if "\x00" in text:
         raise ValidationError(f"{name} must not contain NUL characters", name)
-    return text
+    return text if text.strip() else DEFAULT_PREFIX
 
 
 def _integer(values, name, default, low, high):
