@@ -25,7 +25,9 @@ GENERATION_PARAMETERS = ("prefix", "sample", "length", "temperature", "top_k", "
 JSONP_PARAMETERS = ("callback", "_")
 
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
-_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+# One way to match each number: "[0-9]+\.?[0-9]*" would try every split of a
+# long digit run, quadratic time on a 16 kB value that does not parse.
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
