@@ -40,8 +40,9 @@ class Engine:
                  threads: int | None = None, cache_tokens: int | None = None,
                  cache_dtype: str = "bfloat16"):
         """cache_tokens: positions in the key/value pool shared by running
-        requests (default: half a full context per batch row, at least one
-        full context); a request that does not fit waits for room."""
+        requests (default: a full context per batch row, so nobody waits for
+        room; memory is only touched as places are used). With less, a
+        request that does not fit waits for a running one to end."""
         if max_batch < 1 or max_queue < 0 or queue_timeout <= 0:
             raise ValueError("max_batch >= 1, max_queue >= 0 and queue_timeout > 0 are required")
         self.checkpoint_dir = checkpoint_dir
@@ -125,7 +126,7 @@ class Engine:
         tokenizer = Tokenizer(checkpoint.run_dir, checkpoint.hparams.n_vocab)
         reader = WeightReader(checkpoint)
         n_ctx = checkpoint.hparams.n_ctx
-        pool = max(n_ctx, self.cache_tokens or self.max_batch * n_ctx // 2)
+        pool = max(n_ctx, self.cache_tokens or self.max_batch * n_ctx)
         self.cache_tokens = pool
         pages = -(-pool // PAGE) + 1  # one more for the scratch page
         graph = DecoderGraph(checkpoint.hparams, pool_size=pages * PAGE, threads=self.threads,

@@ -53,25 +53,28 @@ class DecoderGraph:
             self._build_weights()
             self._build_cache()
             self._build_forward()
-            self._init_cache = tf.compat.v1.variables_initializer(self.cache_k + self.cache_v)
+            self._init_cache = self.cache.initializer
         self.graph.finalize()  # any op added later is a bug: fail loudly
         self.session = tf.compat.v1.Session(graph=self.graph, config=session_config(threads))
 
     # ----------------------------------------------------------------- build
-    def _weight(self, name: str, shape: tuple[int, ...]):
+    def _weight(self, name: str, shape: tuple[int, ...], transpose: bool = False):
         import tensorflow as tf
 
         var = tf.compat.v1.Variable(
             tf.zeros(shape, tf.float32), trainable=False, name=name.replace("/", "_"),
             use_resource=True)
         value = tf.compat.v1.placeholder(tf.float32, shape, name=name.replace("/", "_") + "_value")
-        self._assign[name] = (var.assign(value, read_value=False), value)
+        self._assign[name] = (var.assign(value, read_value=False), value, transpose)
         return var
 
     def _build_weights(self):
         hp = self.hparams
         self._assign: dict[str, tuple] = {}
-        self.wte = self._weight("model/wte", (hp.n_vocab, hp.n_embd))
+        # Token embeddings are kept transposed, [n_embd, n_vocab]: the logits
+        # are then a plain h @ wte_t, the fastest form for 1 to 16 rows and
+        # one whose rows come out bit for bit the same for any batch of 2 or more.
+        self.wte_t = self._weight("model/wte", (hp.n_embd, hp.n_vocab), transpose=True)
         self.wpe = self._weight("model/wpe", (hp.n_ctx, hp.n_embd))
         self.layers = []
         for i in range(hp.n_layer):
@@ -88,13 +91,15 @@ class DecoderGraph:
         import tensorflow as tf
 
         hp = self.hparams
-        rows = hp.n_head * self.pool_size
-        self.cache_k, self.cache_v = [], []
-        for i in range(hp.n_layer):
-            for store, kind in ((self.cache_k, "k"), (self.cache_v, "v")):
-                store.append(tf.compat.v1.Variable(
-                    tf.zeros((rows, hp.head_size), self.cache_dtype), trainable=False,
-                    name=f"cache_{kind}{i}", use_resource=True))
+        # One variable for the keys and values of every layer, block
+        # (layer, k|v, head) holding `pool_size` places. It is allocated but
+        # never initialised: the scheduler only ever reads places a request
+        # has written, so memory pages are touched (and count in RSS) only as
+        # places are used, and the low places are handed out first.
+        rows = hp.n_layer * 2 * hp.n_head * self.pool_size
+        self.cache = tf.compat.v1.Variable(
+            tf.raw_ops.Empty(shape=[rows, hp.head_size], dtype=self.cache_dtype, init=False),
+            trainable=False, name="kv_cache", use_resource=True)
 
     def _build_forward(self):
         import tensorflow as tf
@@ -116,16 +121,14 @@ class DecoderGraph:
 
         # Gather from a dense read: a sparse op on a variable switches it to
         # copy-on-read, and the logits matmul would then copy wte every step.
-        h = tf.gather(self.wte.read_value(), self.tokens) + tf.gather(self.wpe.read_value(), self.positions)
+        tokens = tf.transpose(tf.gather(self.wte_t.read_value(), self.tokens, axis=1), [1, 2, 0])
+        h = tokens + tf.gather(self.wpe.read_value(), self.positions)
         for i, layer in enumerate(self.layers):
             h = self._block(h, layer, i, batch, steps, write_rows, read_rows, mask_bias)
         h = _norm(h, self.ln_f["g"], self.ln_f["b"])
-        # wte @ h^T, then transposed: faster than h @ wte^T for several rows,
-        # and each row's logits come out bit for bit the same for any batch
-        # of 2 or more rows (the scheduler never decodes a single row).
-        self.logits_last = tf.transpose(tf.matmul(self.wte, h[:, -1, :], transpose_b=True))  # [B, V]
+        self.logits_last = tf.matmul(h[:, -1, :], self.wte_t)                       # [B, V]
         flat = tf.reshape(h, [-1, hp.n_embd])
-        self.logits_all = tf.reshape(tf.matmul(flat, self.wte, transpose_b=True),
+        self.logits_all = tf.reshape(tf.matmul(flat, self.wte_t),
                                      [batch, steps, hp.n_vocab])
 
     def _block(self, h, layer, i, batch, steps, write_rows, read_rows, mask_bias):
@@ -138,15 +141,19 @@ class DecoderGraph:
         qkv = tf.reshape(qkv, [batch, steps, 3, heads, size])
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                          # [B, T, H, D]
         cached = self.cache_dtype
+        block = heads * self.pool_size
+        k_rows, v_rows = (2 * i) * block, (2 * i + 1) * block
         writes = [
-            tf.raw_ops.ResourceScatterUpdate(resource=self.cache_k[i].handle, indices=write_rows,
+            tf.raw_ops.ResourceScatterUpdate(resource=self.cache.handle, indices=write_rows + k_rows,
                                              updates=tf.cast(k, cached)),
-            tf.raw_ops.ResourceScatterUpdate(resource=self.cache_v[i].handle, indices=write_rows,
+            tf.raw_ops.ResourceScatterUpdate(resource=self.cache.handle, indices=write_rows + v_rows,
                                              updates=tf.cast(v, cached)),
         ]
         with tf.control_dependencies(writes):
-            keys = tf.raw_ops.ResourceGather(resource=self.cache_k[i].handle, indices=read_rows, dtype=cached)
-            values = tf.raw_ops.ResourceGather(resource=self.cache_v[i].handle, indices=read_rows, dtype=cached)
+            keys = tf.raw_ops.ResourceGather(resource=self.cache.handle, indices=read_rows + k_rows,
+                                             dtype=cached)
+            values = tf.raw_ops.ResourceGather(resource=self.cache.handle, indices=read_rows + v_rows,
+                                               dtype=cached)
         keys, values = tf.cast(keys, tf.float32), tf.cast(values, tf.float32)
         q = tf.transpose(q, [0, 2, 1, 3])                                             # [B, H, T, D]
         scores = tf.matmul(q, keys, transpose_b=True) * (1.0 / math.sqrt(size)) + mask_bias
@@ -161,8 +168,10 @@ class DecoderGraph:
 
     # ------------------------------------------------------------------- run
     def load_weights(self, reader: WeightReader) -> None:
-        for name, (assign, value) in self._assign.items():
+        for name, (assign, value, transpose) in self._assign.items():
             array = reader.read(name)
+            if transpose:
+                array = np.ascontiguousarray(array.T)
             self.session.run(assign, {value: array.reshape(value.shape.as_list())})
             del array
         self.session.run(self._init_cache)
@@ -175,8 +184,9 @@ class DecoderGraph:
         self.forward(np.zeros((1, 8), np.int32), prompt, prompt, prompt)
         for batch in range(2, max(2, self.max_batch) + 1):
             column = np.full((batch, 1), 8, np.int32)
+            read_at = np.minimum(np.arange(16, dtype=np.int32), 8)  # written places only
             self.forward(np.zeros((batch, 1), np.int32), column, column,
-                         np.tile(np.arange(16, dtype=np.int32), (batch, 1)))
+                         np.tile(read_at, (batch, 1)))
 
     def forward(self, tokens: np.ndarray, positions: np.ndarray, write_at: np.ndarray,
                 read_at: np.ndarray, all_logits: bool = False) -> np.ndarray:

@@ -153,7 +153,8 @@ class Scheduler:
             self._advance(seq, row)
 
     def _batch(self, rows: list[RunningSequence]):
-        """Inputs of one decoding step. Shapes are chosen so that a row's
+        """Inputs of one decoding step. Padding rows write to and read from
+        the scratch page only. Shapes are chosen so that a row's
         logits are bit for bit the same whatever else is in the batch: at
         least two rows (a single row takes other matmul kernels), and a kv_len
         rounded up to a whole page (reductions over the positions then add
@@ -169,9 +170,10 @@ class Scheduler:
         for i, s in enumerate(rows):
             tokens[i, 0], positions[i, 0] = s.last_token, s.position
             write_at[i, 0] = s.places[s.position]
-            own = min(kv_len, s.places.size)
-            read_at[i, :own] = s.places[:own]
-            read_at[i, own:] = s.places[0]  # masked: past this row's position
+            # Past its own position a row is masked; it still reads only a
+            # place it has written, so the pool never needs clearing.
+            read_at[i, :s.position + 1] = s.places[:s.position + 1]
+            read_at[i, s.position + 1:] = s.places[0]
         return tokens, positions, write_at, read_at
 
     def _advance(self, seq: RunningSequence, logits: np.ndarray) -> None:
