@@ -46,7 +46,11 @@ LABEL org.opencontainers.image.title="pokegen-app" \
       org.opencontainers.image.description="pokegen: GPT-2 episode generator (Flask, uWSGI)"
 # uwsgi.ini reads VIRTUAL_ENV and POKEGEN_SOCKET; the app reads CHECKPOINT_DIR and the rest.
 # /tmp is the only scratch space (HOME too): the root filesystem can be read-only.
+# UTF-8 for files opened without an encoding (gpt-2-simple's tokenizer files): uWSGI embeds
+# Python, so Python's own C-locale coercion does not happen.
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    LANG=C.UTF-8 \
+    PYTHONUTF8=1 \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

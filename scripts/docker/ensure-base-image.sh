@@ -26,6 +26,8 @@ fi
 
 rootfs=$(mktemp -d /var/tmp/pokegen-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
+# mktemp makes the folder private, and it becomes the image's "/": everyone must traverse it.
+chmod 0755 "$rootfs"
 
 debootstrap --variant=minbase "$SUITE" "$rootfs" "$MIRROR" >/dev/null
 
