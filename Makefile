@@ -43,3 +43,13 @@ model: venv
 	  $(PY) train.py --from-scratch tiny --dataset data/demo/train.txt --val-dataset data/demo/val.txt \
 	    --checkpoint-dir checkpoint --run-name run1; \
 	fi
+
+# The stack in containers with docker-compose (Docker installed and started when missing, as
+# root): builds the images, starts them in the background, waits until the service is ready and
+# prints its address. compose-down stops and removes what compose-up started.
+.PHONY: compose-up compose-down
+compose-up: venv
+	scripts/docker/compose-up.sh
+
+compose-down:
+	scripts/docker/compose-down.sh
