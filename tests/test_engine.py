@@ -229,3 +229,10 @@ def test_a_request_waits_for_room_in_the_cache_pool(checkpoint_dir):
         assert engine.stats()["in_flight"] == 0
     finally:
         engine.close(grace=0)
+
+
+def test_bad_parameters_are_refused_at_submit_and_the_engine_keeps_serving(engine):
+    for bad in (dict(seed=-1), dict(top_p=0.0), dict(temperature=-1.0), dict(length=0)):
+        with pytest.raises(ValueError):
+            engine.submit(GenerationRequest(**bad))
+    assert engine.submit(GenerationRequest(length=3, stop_at_end=False)).result(timeout=30).tokens == 3

@@ -6,6 +6,7 @@ process. HTTP threads only submit requests and read their results.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
@@ -138,8 +139,9 @@ class Engine:
             graph.close()
             raise
         self._tokenizer, self._graph = tokenizer, graph
+        _return_freed_memory()
         self._scheduler = Scheduler(graph, tokenizer, self._queue, self.model_name,
-                                    on_finish=self._note_finished)
+                                    on_finish=self._note_finished, retry_after=self._retry_after)
 
     # ------------------------------------------------------------- requests
     def submit(self, request: GenerationRequest) -> Generation:
@@ -214,9 +216,20 @@ class Engine:
         return self._graph.op_count() if self._graph is not None else 0
 
 
+def _return_freed_memory() -> None:
+    """Loading frees large temporary buffers; hand their pages back to the OS
+    so the process's resident size is what the model really holds."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 def _check(request: GenerationRequest) -> None:
     """The HTTP layer validates first; this keeps a bad call from reaching the loop."""
     if not 1 <= request.length:
         raise ValueError("length must be at least 1")
     if request.temperature < 0 or request.top_k < 0 or not 0 < request.top_p <= 1:
         raise ValueError("temperature >= 0, top_k >= 0 and 0 < top_p <= 1 are required")
+    if request.seed is not None and (not isinstance(request.seed, int) or request.seed < 0):
+        raise ValueError("seed must be a non-negative integer")

@@ -45,12 +45,13 @@ class RunningSequence:
 
 class Scheduler:
     def __init__(self, graph: DecoderGraph, tokenizer: Tokenizer, queue: GenerationQueue,
-                 model_name: str, on_finish=None):
+                 model_name: str, on_finish=None, retry_after=None):
         self.graph = graph
         self.tokenizer = tokenizer
         self.queue = queue
         self.model_name = model_name
         self.on_finish = on_finish or (lambda seconds: None)
+        self.retry_after = retry_after or (lambda: 1)
         self.pool = CachePool(graph.pool_size)
         self.starting: deque[Generation] = deque()  # have a slot, wait for pool room
         self.running: list[RunningSequence] = []
@@ -60,18 +61,28 @@ class Scheduler:
     # ------------------------------------------------------------------ loop
     def run(self) -> None:
         while True:
-            self._drop_stale_waiting()
-            self.starting.extend(self.queue.take_ready())
-            self._start_what_fits()
-            if self.stopping and time.monotonic() >= self.stop_deadline:
-                for seq in list(self.running):
-                    self._finish(seq, "shutdown")
-            if not self.running:
-                if self.stopping and not self.queue.in_flight and not self.starting:
+            try:
+                if self._turn():
                     return
-                self.queue.wait_for_work(self._idle_timeout())
-                continue
-            self._step()
+            except Exception as e:  # never let the loop die: fail what runs, go on
+                self._fail_all(e)
+                time.sleep(0.05)
+
+    def _turn(self) -> bool:
+        """One turn of the loop; True when the loop should end."""
+        self._drop_stale_waiting()
+        self.starting.extend(self.queue.take_ready())
+        self._start_what_fits()
+        if self.stopping and time.monotonic() >= self.stop_deadline:
+            for seq in list(self.running):
+                self._finish(seq, "shutdown")
+        if not self.running:
+            if self.stopping and not self.queue.in_flight and not self.starting:
+                return True
+            self.queue.wait_for_work(self._idle_timeout())
+            return False
+        self._step()
+        return False
 
     def stop(self, grace: float) -> None:
         self.stop_deadline = time.monotonic() + grace
@@ -87,7 +98,8 @@ class Scheduler:
         expired, cancelled = self.queue.remove_stale()
         for generation in expired:
             waited = time.monotonic() - generation.submitted_at
-            generation.fail(Busy(f"waited {waited:.0f} s for a generation slot", retry_after=1))
+            generation.fail(Busy(f"waited {waited:.0f} s for a generation slot",
+                                 retry_after=self.retry_after()))
         for generation in cancelled:
             generation.finish(self._result(generation, "", 0, "cancelled"))
 
@@ -119,11 +131,17 @@ class Scheduler:
     def _start(self, generation: Generation, prompt: list[int], limit: int,
                pages: list[int], places: np.ndarray) -> None:
         request = generation.request
+        try:
+            sampler = TokenSampler(request.temperature, request.top_k, request.top_p, request.seed,
+                                   self.tokenizer.vocab_size)
+        except (TypeError, ValueError) as e:  # e.g. a seed numpy cannot use
+            self.pool.release(pages)
+            self.queue.release()
+            generation.fail(ValueError(f"bad sampling parameters: {e}"))
+            return
         seq = RunningSequence(
             generation=generation, pages=pages, places=places, position=len(prompt),
-            last_token=-1, limit=limit,
-            sampler=TokenSampler(request.temperature, request.top_k, request.top_p, request.seed,
-                                 self.tokenizer.vocab_size),
+            last_token=-1, limit=limit, sampler=sampler,
             decoder=PieceDecoder(self.tokenizer), started_at=time.monotonic())
         self.running.append(seq)
         try:

@@ -33,6 +33,7 @@ class Tokenizer:
         for piece, token in self.encoder.encoder.items():
             self.token_bytes[token] = bytes(byte_of[c] for c in piece)
         self.end_of_text = self.encoder.encoder.get(END_OF_TEXT)
+        self.encoder.decoder = None  # token_bytes replaces it: one table in memory, not two
         self._lock = threading.Lock()  # HTTP threads encode at once; the memo is shared
 
     def encode(self, text: str) -> list[int]:
