@@ -3,6 +3,7 @@ scratch_model, then scripts/serve.sh (uWSGI + nginx) on a free 127.0.0.1 port.""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import re
@@ -64,31 +65,37 @@ class ServiceStack:
         }
         self.process = None
 
-    def start(self, timeout: float = 300.0) -> "ServiceStack":
+    def start(self, timeout: float = 300.0, until: str = "ready") -> "ServiceStack":
+        """Starts serve.sh and waits until /readyz reports `until`: "ready", or
+        "failed" for a model that cannot load (the stack then stays up)."""
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen([os.path.join(ROOT, "scripts", "serve.sh")],
                                             cwd=ROOT, env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
         try:
-            self._wait_ready(timeout)
+            self._wait_until(until, timeout)
         except BaseException:
             self.stop()  # never leave servers behind a failed start
             raise
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_until(self, until: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"serve.sh exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.url + "/readyz", timeout=5).status_code == 200:
-                    return
+                readyz = requests.get(self.url + "/readyz", timeout=5)
+                state = "ready" if readyz.status_code == 200 else _json(readyz).get("state")
             except (requests.ConnectionError, requests.Timeout):
-                pass  # not listening yet, or busy loading
+                state = None  # not listening yet, or busy loading
+            if state == until:
+                return
+            if state == "failed":
+                raise RuntimeError(f"the model failed to load:\n{self.log()}")
             time.sleep(0.3)
-        raise RuntimeError(f"the service was not ready after {timeout:.0f} s:\n{self.log()}")
+        raise RuntimeError(f"the service was not {until} after {timeout:.0f} s:\n{self.log()}")
 
     def stop(self) -> int:
         if self.process and self.process.poll() is None:
@@ -101,9 +108,24 @@ class ServiceStack:
                 self.process.wait()
         return self.process.returncode if self.process else 0
 
-    def log(self) -> str:
+    def log(self, tail: int = 4000) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
-            return f.read()[-4000:]
+            return f.read()[-tail:]
+
+    def server_processes(self) -> list:
+        """uWSGI's master and workers and nginx's master and workers, as
+        psutil processes."""
+        import psutil
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        return [p for p in children if _name(p) in ("uwsgi", "nginx")]
+
+    def uwsgi_worker(self):
+        """The uWSGI worker: the uwsgi process whose parent is uwsgi (the master)."""
+        for process in self.server_processes():
+            parent = process.parent()
+            if _name(process) == "uwsgi" and parent is not None and _name(parent) == "uwsgi":
+                return process
+        raise AssertionError("no uWSGI worker is running")
 
     def get(self, path: str, **kwargs) -> requests.Response:
         kwargs.setdefault("timeout", 120)
@@ -115,6 +137,43 @@ class ServiceStack:
         match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
         assert match, f"{name} not in /metrics"
         return float(match.group(1))
+
+
+def _name(process) -> str:
+    import psutil
+    try:
+        return process.name()
+    except psutil.NoSuchProcess:
+        return ""
+
+
+def _json(response: requests.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+@contextlib.contextmanager
+def nginx_alone(socket_path: str, **settings):
+    """nginx with the project's rendered configuration in front of
+    `socket_path` (whatever listens there, or nothing); yields its URL."""
+    run_dir = short_temp_dir("pokegen-nginx-")
+    port = free_port()
+    env = {**os.environ, "RUN_DIR": run_dir, "PORT": str(port), "BIND_ADDRESS": "127.0.0.1",
+           "POKEGEN_SOCKET": socket_path, **{k: str(v) for k, v in settings.items()}}
+    conf = subprocess.run([os.path.join(ROOT, "scripts", "render-nginx-config.sh")], env=env,
+                          check=True, capture_output=True, text=True).stdout.strip()
+    nginx = subprocess.Popen(["nginx", "-p", run_dir, "-c", conf, "-e", "stderr",
+                              "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_listening(url + "/static/style.css", nginx)
+        yield url
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
 
 
 def wait_until_listening(url: str, process: subprocess.Popen, timeout: float = 30.0):
