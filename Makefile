@@ -53,3 +53,10 @@ compose-up: venv
 
 compose-down:
 	scripts/docker/compose-down.sh
+
+# Soak the real stack (benchmarks/soak.py): 1,000 valid and hostile requests at 16 concurrent on
+# a tiny model; checks deadlines, status rules and memory, prints the figures (latest ones in
+# docs/reliability.md). SOAK_ARGS passes options, e.g. SOAK_ARGS="--requests 5000".
+.PHONY: soak
+soak: venv system-packages
+	$(PY) benchmarks/soak.py $(SOAK_ARGS)
