@@ -9,11 +9,12 @@ tokens go (`write_at`) and where its first `kv_len` positions live
 row's keys and values back, so no request ever adds a node to the graph and
 the cache never grows.
 
-Cache layout per layer: a [heads * pool, head_size] variable, row
-head * pool + place, so that gathering a batch's keys gives
-[batch, heads, kv_len, head_size], ready for the matmul. Keys and values are
-kept in bfloat16 by default: half the memory and half the bytes to read per
-step; attention itself runs in float32.
+Cache layout: one [layers * 2 * heads * pool, head_size] variable, row
+((layer * 2 + k|v) * heads + head) * pool + place, so that gathering a batch's
+keys gives [batch, heads, kv_len, head_size], ready for the matmul. Keys and
+values are kept in bfloat16 by default: half the memory and half the bytes to
+read per step; attention itself runs in float32 (the perplexity cost is
+measured by benchmarks/cache_precision.py).
 """
 from __future__ import annotations
 
@@ -178,8 +179,7 @@ class DecoderGraph:
 
     def warm_up(self) -> None:
         """Runs each batch size once, so the first requests do not pay for
-        kernel set-up. Writes only into pool places that requests overwrite
-        before they read them."""
+        kernel set-up. Uses only the scratch page (places 0-15)."""
         prompt = np.arange(8, dtype=np.int32)[None, :]
         self.forward(np.zeros((1, 8), np.int32), prompt, prompt, prompt)
         for batch in range(2, max(2, self.max_batch) + 1):
@@ -195,8 +195,9 @@ class DecoderGraph:
 
         write_at [B, T]: pool places for the new tokens' keys and values.
         read_at [B, L]: pool places of each row's positions 0..L-1, where L is
-        past the furthest position in the batch (places beyond a row's own
-        position are masked, any valid place will do)."""
+        past the furthest position in the batch. Positions beyond a row's own
+        are masked, but must still name places that hold written values (the
+        pool starts uninitialised): repeat one of the row's own places."""
         fetch = self.logits_all if all_logits else self.logits_last
         return self.session.run(fetch, {
             self.tokens: tokens, self.positions: positions,

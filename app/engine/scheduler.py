@@ -72,10 +72,14 @@ class Scheduler:
         """One turn of the loop; True when the loop should end."""
         self._drop_stale_waiting()
         self.starting.extend(self.queue.take_ready())
-        self._start_what_fits()
         if self.stopping and time.monotonic() >= self.stop_deadline:
             for seq in list(self.running):
                 self._finish(seq, "shutdown")
+            while self.starting:
+                self.queue.release()
+                self.starting.popleft().fail(Busy("the service is shutting down",
+                                                  retry_after=self.retry_after()))
+        self._start_what_fits()
         if not self.running:
             if self.stopping and not self.queue.in_flight and not self.starting:
                 return True
