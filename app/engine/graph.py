@@ -169,12 +169,23 @@ class DecoderGraph:
 
     # ------------------------------------------------------------------- run
     def load_weights(self, reader: WeightReader) -> None:
-        for name, (assign, value, transpose) in self._assign.items():
-            array = reader.read(name)
-            if transpose:
-                array = np.ascontiguousarray(array.T)
-            self.session.run(assign, {value: array.reshape(value.shape.as_list())})
-            del array
+        """Reads the checkpoint one layer at a time: at most a layer is held
+        twice while loading, and each session.run signature (whose executor
+        the session keeps) is used once per layer, not once per weight."""
+        groups: dict[str, list[str]] = {}
+        for name in self._assign:
+            groups.setdefault("/".join(name.split("/")[:2]), []).append(name)  # model/h3, model/wte...
+        for names in groups.values():
+            feed, ops = {}, []
+            for name in names:
+                assign, value, transpose = self._assign[name]
+                array = reader.read(name)
+                if transpose:
+                    array = np.ascontiguousarray(array.T)
+                feed[value] = array.reshape(value.shape.as_list())
+                ops.append(assign)
+            self.session.run(ops, feed)
+            del feed
         self.session.run(self._init_cache)
 
     def warm_up(self) -> None:
