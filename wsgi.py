@@ -21,8 +21,21 @@ except ConfigError as error:
     if "uwsgi" in sys.modules:
         os.kill(os.getppid(), signal.SIGTERM)
     raise SystemExit(1)
-# Finish or refuse what is in flight and stop the engine's threads on shutdown.
-atexit.register(application.extensions["pokegen"].engine.close)
+
+
+def _close_engine():
+    # Finish or refuse what is in flight and stop the engine's threads.
+    application.extensions["pokegen"].engine.close()
+    logging.info("engine stopped")
+
+
+# uWSGI skips Python's atexit (skip-atexit-teardown) but calls uwsgi.atexit
+# when a worker ends gracefully; elsewhere Python's atexit does it.
+if "uwsgi" in sys.modules:
+    import uwsgi
+    uwsgi.atexit = _close_engine
+else:
+    atexit.register(_close_engine)
 
 
 def _warn_when_threads_are_short(config):
