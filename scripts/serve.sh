@@ -5,8 +5,13 @@
 #
 # Settings (environment): PORT (5000), BIND_ADDRESS (0.0.0.0), CHECKPOINT_DIR
 # (checkpoint), RUN_NAME (run1), GENERATION_CONCURRENCY, QUEUE_SIZE,
-# QUEUE_TIMEOUT, REQUEST_TIMEOUT (see app/config.py), RUN_DIR (run: socket,
-# rendered nginx configuration, pid and temp files).
+# QUEUE_TIMEOUT, REQUEST_TIMEOUT (see app/config.py), RATE_LIMIT, RATE_BURST
+# (see scripts/render-nginx-config.sh), RUN_DIR (run: socket, rendered nginx
+# configuration, pid and temp files).
+#
+# A checkpoint that fails to load is reported once ("error: ..."); the service
+# stays up and answers 503 with that reason at / and /readyz (as the containers
+# do), with no restart loop, until it is stopped.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -63,8 +68,15 @@ echo "pokegen on http://localhost:$PORT/ (loading $CHECKPOINT_DIR/$RUN_NAME; Ctr
 "$VIRTUAL_ENV/bin/python" scripts/wait_ready.py "http://127.0.0.1:$PORT/readyz" \
   --since "$(( SECONDS - started ))" --watch-pid "$uwsgi_pid" --watch-pid "$nginx_pid" &
 waiter_pid=$!
-wait "$waiter_pid" || exit 1
+readiness=0
+wait "$waiter_pid" || readiness=$?
 waiter_pid=""
+if [ "$readiness" = 2 ]; then
+  echo "pokegen is up but cannot generate: / and /readyz answer 503 with this error." >&2
+  echo "Fix the checkpoint (or CHECKPOINT_DIR/RUN_NAME) and start again; Ctrl-C stops." >&2
+elif [ "$readiness" != 0 ]; then
+  exit 1
+fi
 
 # Either server ending ends the service; the EXIT trap stops the other one.
 status=0

@@ -1,5 +1,7 @@
 """Waits until the service's /readyz answers 200, then prints how long the
-start took; prints the model's error and exits 1 if loading failed.
+start took. Exits 0 when ready; 2 when the model failed to load (its error is
+printed: the service stays up and answers 503 with it); 1 when a watched
+server ended or time ran out.
 
 Usage: python scripts/wait_ready.py URL [--since SECONDS] [--watch-pid PID ...]
 """
@@ -46,7 +48,7 @@ def wait_ready(url: str, since: float, watch_pids: list[int], timeout: float) ->
             return 0
         if state == "failed":
             print(f"error: {detail}", file=sys.stderr, flush=True)
-            return 1
+            return 2
         if not all(alive(pid) for pid in watch_pids):
             return 1  # the server that stopped says why on its own
         time.sleep(0.5)

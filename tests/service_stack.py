@@ -92,8 +92,8 @@ class ServiceStack:
                 state = None  # not listening yet, or busy loading
             if state == until:
                 return
-            if state == "failed":
-                raise RuntimeError(f"the model failed to load:\n{self.log()}")
+            if state in ("ready", "failed"):  # settled, but not as expected
+                raise RuntimeError(f"the model is {state}, not {until}:\n{self.log()}")
             time.sleep(0.3)
         raise RuntimeError(f"the service was not {until} after {timeout:.0f} s:\n{self.log()}")
 
@@ -174,6 +174,16 @@ def nginx_alone(socket_path: str, **settings):
     finally:
         nginx.terminate()
         nginx.wait(timeout=10)
+
+
+def wait_for(condition, timeout: float = 30.0, interval: float = 0.05) -> bool:
+    """True as soon as condition() is; False after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return False
 
 
 def wait_until_listening(url: str, process: subprocess.Popen, timeout: float = 30.0):
