@@ -56,6 +56,7 @@ class SoakReport:
     statuses: Counter            # status (or "no answer") -> count
     latency: dict                # "p50", "p95", "max" over every answer
     generation_latency: dict     # the same over generations answered 200
+    refusal_latency: dict        # the same over 4xx answers
     rss_start: Optional[int]     # bytes, after the warm-up
     rss_end: Optional[int]
     rss_peak: Optional[int]
@@ -220,6 +221,8 @@ def run_soak(base_url: str, rss: Optional[Callable[[], int]] = None, *, requests
         wall_seconds=wall, statuses=statuses,
         latency=percentiles([o.seconds for o in outcomes if o.status is not None]),
         generation_latency=percentiles(generated),
+        refusal_latency=percentiles([o.seconds for o in outcomes
+                                     if o.status is not None and 400 <= o.status < 500]),
         rss_start=rss_start, rss_end=rss_end,
         rss_peak=max(sampler.peak, rss_start or 0, rss_end or 0) if rss else None,
         problems=[o.problem for o in warm + outcomes if o.problem])
@@ -244,6 +247,7 @@ def format_report(report: SoakReport, command: str) -> str:
         + f" (only {OVERLOADED} with Retry-After is allowed)",
         f"latency, every answer: {seconds(report.latency)}",
         f"latency, generations answered 200: {seconds(report.generation_latency)}",
+        f"latency, refusals (4xx): {seconds(report.refusal_latency)}",
     ]
     if report.rss_start is not None:
         lines.append(f"service RSS (uWSGI master + worker, nginx master + worker): "
@@ -277,8 +281,9 @@ def main() -> int:
                         help="with --url: a process of the stack (serve.sh, or uWSGI's and "
                              "nginx's masters) whose uwsgi/nginx tree is measured; repeatable")
     parser.add_argument("--checkpoint-dir",
-                        help="the stack it starts serves RUN_NAME=run1 from here (default: a "
+                        help="the stack it starts serves --run-name from here (default: a "
                              "fresh tiny model)")
+    parser.add_argument("--run-name", default="run1", help="the run to serve (run1)")
     parser.add_argument("--generation-concurrency", type=int, default=3,
                         help="GENERATION_CONCURRENCY of the stack it starts (3, the default)")
     parser.add_argument("--queue-size", type=int, default=16,
@@ -324,6 +329,7 @@ def _soak_own_stack(args, soak: dict) -> SoakReport:
                     RATE_BURST=2 * args.rate_limit)
     if args.checkpoint_dir:
         settings["CHECKPOINT_DIR"] = os.path.abspath(args.checkpoint_dir)
+        settings["RUN_NAME"] = args.run_name
     print("starting the stack (scripts/serve.sh) ...", file=sys.stderr, flush=True)
     stack = ServiceStack(**settings).start()
     try:
