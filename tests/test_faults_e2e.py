@@ -102,6 +102,7 @@ def test_a_killed_worker_is_respawned_and_held_requests_get_a_clean_502(stack):
                 lambda: Answer(stack.url + "/?prefix=Misty&length=2", timeout=30).status == 200,
                 timeout=RECOVERY_LIMIT, interval=0.25)
             recovered_after = time.monotonic() - killed_at
+            time.sleep(1.0)  # the clients of the load get their episodes too
         finally:
             stop.set()
         held, load = [f.result() for f in held], [a for f in load for a in f.result()]
