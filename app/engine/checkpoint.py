@@ -96,7 +96,7 @@ def open_checkpoint(checkpoint_dir: str, run_name: str) -> Checkpoint:
     except Exception as e:  # a garbled 'checkpoint' index file
         raise ModelLoadError(f"cannot read the checkpoint index in {run_dir}: {first_line(e)}") from None
     if path is None:
-        raise ModelLoadError(f"no saved model step in {run_dir} (missing 'checkpoint' file)")
+        raise ModelLoadError(f"no saved model step in {run_dir} (no 'checkpoint' file, or its weights are gone)")
     return Checkpoint(run_dir=run_dir, path=path, hparams=hparams, card=read_model_card(run_dir))
 
 
