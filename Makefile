@@ -68,3 +68,10 @@ soak: venv system-packages
 .PHONY: bench
 bench: venv system-packages
 	$(PY) benchmarks/service_speed.py $(BENCH_ARGS)
+
+# Load, fault and fuzz tests in one command (all also part of make test): nginx hardening,
+# SIGKILL/SIGTERM/broken checkpoint, a short soak, API fuzzing, crawler faults.
+.PHONY: reliability
+reliability: venv system-packages
+	$(PY) -m pytest tests/test_hardening_e2e.py tests/test_faults_e2e.py tests/test_soak_e2e.py \
+	  tests/test_fuzz_api.py tests/test_crawler.py
