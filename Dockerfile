@@ -14,19 +14,21 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
-# build/docker-wheels is optional: a host whose containers cannot reach PyPI downloads the packages
-# into it first (scripts/docker/fetch-wheels.sh) and sets OFFLINE_WHEELS=1. The glob lets the COPY
-# succeed without it; nothing of it reaches the final image.
-COPY requirements.txt requirements-nodeps.txt build/docker-wheel[s] /tmp/pip/
-ARG OFFLINE_WHEELS=0
+COPY requirements.txt requirements-nodeps.txt /tmp/pip/
+# pip reads its settings from PIP_* variables: a host whose containers cannot reach PyPI passes a
+# mirror or a folder of packages here (docker-compose.local-wheels.yml does). Unset by default.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
+ARG PIP_TRUSTED_HOST
 # TensorFlow is installed once, as the CPU build: gpt-2-simple goes in without its dependencies.
 # pip's compiled bytecode stays: the read-only root filesystem could not cache it at run time.
 # C++ headers and libclang serve only to compile custom TensorFlow ops, which the service never
 # does: about 350 MB less to ship.
 RUN set -eu; \
-    if [ "$OFFLINE_WHEELS" = 1 ]; then set -- --no-index --find-links /tmp/pip; else set --; fi; \
-    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check "$@" -r /tmp/pip/requirements.txt; \
-    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check "$@" --no-deps -r /tmp/pip/requirements-nodeps.txt; \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r /tmp/pip/requirements.txt; \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps -r /tmp/pip/requirements-nodeps.txt; \
     rm -rf /opt/venv/lib/python3.11/site-packages/tensorflow/include; \
     /opt/venv/bin/pip uninstall -y -q libclang pip wheel
 
@@ -36,8 +38,8 @@ FROM ${BASE_IMAGE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 libpython3.11 \
  && rm -rf /var/lib/apt/lists/* \
- && groupadd --system --gid 10001 pokegen \
- && useradd --system --uid 10001 --gid pokegen --home-dir /srv/pokegen --no-create-home \
+ && groupadd --gid 10001 pokegen \
+ && useradd --uid 10001 --gid pokegen --home-dir /srv/pokegen --no-create-home \
       --shell /usr/sbin/nologin pokegen \
  && mkdir -p /srv/pokegen /run/pokegen \
  && chown pokegen:pokegen /run/pokegen

@@ -44,9 +44,33 @@ if [ "${POKEGEN_WHEELS:-auto}" = auto ]; then
   fi
 fi
 export POKEGEN_WHEELS
-[ "$POKEGEN_WHEELS" = 1 ] && scripts/docker/fetch-wheels.sh
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wheels_server=""
+stop_wheels_server() {
+  if [ -n "$wheels_server" ]; then
+    kill "$wheels_server" 2>/dev/null || true
+    wait "$wheels_server" 2>/dev/null || true
+    wheels_server=""
+  fi
+}
+trap stop_wheels_server EXIT
+if [ "$POKEGEN_WHEELS" = 1 ]; then
+  scripts/docker/fetch-wheels.sh
+  # The build's pip finds them on the loopback address (docker-compose.local-wheels.yml), only
+  # while the images build. A fixed port keeps the build's cache key stable.
+  wheels_port=${POKEGEN_WHEELS_PORT:-5080}
+  if listening "$wheels_port"; then
+    echo "error: port $wheels_port on 127.0.0.1 is in use; set POKEGEN_WHEELS_PORT to a free one" >&2
+    exit 1
+  fi
+  "$PYTHON" -m http.server "$wheels_port" --bind 127.0.0.1 --directory build/docker-wheels \
+    >/dev/null 2>&1 &
+  wheels_server=$!
+  for _ in $(seq 1 50); do listening "$wheels_port" && break; sleep 0.2; done
+fi
 
 scripts/docker/compose.sh build
+stop_wheels_server
 scripts/docker/compose.sh up -d
 
 port=${PORT:-5000}
