@@ -69,8 +69,10 @@ if [ "$POKEGEN_WHEELS" = 1 ]; then
   for _ in $(seq 1 50); do listening "$wheels_port" && break; sleep 0.2; done
 fi
 
+build_started=$SECONDS
 scripts/docker/compose.sh build
 stop_wheels_server
+echo "Images built in $(( SECONDS - build_started )) s."
 scripts/docker/compose.sh up -d
 
 port=${PORT:-5000}
