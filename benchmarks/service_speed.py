@@ -74,6 +74,35 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
+class OtherCpu:
+    """CPU that processes outside this benchmark used, in cores on average:
+    the machine's busy time (/proc/stat) minus this process's and its reaped
+    children's (the anchors; the stack once stopped)."""
+
+    def __init__(self):
+        self.mark()
+
+    @staticmethod
+    def _machine_busy() -> float:
+        with open("/proc/stat") as f:
+            user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+        return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _ours() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def mark(self) -> None:
+        self._wall, self._busy, self._own = time.monotonic(), self._machine_busy(), self._ours()
+
+    def cores_since_mark(self) -> float:
+        wall = time.monotonic() - self._wall
+        other = (self._machine_busy() - self._busy) - (self._ours() - self._own)
+        self.mark()
+        return max(0.0, other) / wall
+
+
 # ----------------------------------------------------------------- anchors
 
 def run_anchors(args) -> dict:
@@ -171,18 +200,21 @@ def run(args) -> dict:
     load_start = os.getloadavg()
     log(f"start; {os.cpu_count()} cores")
     ensure_checkpoint(args.checkpoint_dir, args.preset)
+    other_cpu = OtherCpu()
     anchors = run_anchors(args) if args.anchors else {}
+    other_cores = {"anchors": other_cpu.cores_since_mark()}
     stack = start_stack(args)
     try:
         results = measure_service(args, stack)
     finally:
         status = stack.stop()
+    other_cores["service"] = other_cpu.cores_since_mark()
     if status not in (0, 143):
         log(f"the stack stopped with status {status}; its log ends:\n{stack.log(2000)}")
     results.update(
         anchors=anchors, command=args.command,
         machine={"cores": os.cpu_count(), "cpu": cpu_model(), "load_start": load_start,
-                 "load_end": os.getloadavg()},
+                 "load_end": os.getloadavg(), "other_cores": other_cores},
         settings={"model": model_description(args.checkpoint_dir), "length": args.length,
                   "anchor_length": args.length,
                   "generation_concurrency": args.generation_concurrency,

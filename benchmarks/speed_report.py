@@ -83,6 +83,8 @@ def format_report(results: dict) -> str:
         f"nginx -> uWSGI -> engine with GENERATION_CONCURRENCY={settings['generation_concurrency']}",
         f"machine: {machine['cores']} cores ({machine['cpu']}); load average (1/5/15 min) at start "
         f"{_load(machine['load_start'])}, at end {_load(machine['load_end'])}",
+        "CPU used by other processes meanwhile (cores, on average): " + ", ".join(
+            f"{phase} {cores:.2f}" for phase, cores in machine["other_cores"].items()),
         f"service RSS idle after loading: {results['idle_rss'] / MIB:.0f} MiB "
         f"({_by_name(results['idle_by_name'])})",
         "",
