@@ -63,8 +63,8 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     RUN_NAME=run1
 WORKDIR /srv/pokegen
 USER pokegen
-# Healthy = /readyz answers 200 (the model is loaded); GPT-2 small takes a minute or two to load
-# on a small instance, hence the start period.
+# Healthy = /readyz answers 200 (the model is loaded). The long start period covers a slow first
+# load (a cold disk, a throttled CPU); readiness is reported as soon as the check passes.
 HEALTHCHECK --interval=5s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python3", "/usr/local/lib/pokegen/uwsgi_readyz.py"]
 STOPSIGNAL SIGTERM
