@@ -23,6 +23,9 @@ export PORT="${PORT:-5000}"
 export RUN_DIR="${RUN_DIR:-$root/run}"
 export POKEGEN_SOCKET="${POKEGEN_SOCKET:-$RUN_DIR/uwsgi.sock}"
 export VIRTUAL_ENV="${VIRTUAL_ENV:-$root/.venv}"
+# UTF-8 whatever the host's locale: gpt-2-simple opens its tokenizer files
+# without an encoding, and uWSGI's embedded Python keeps a C locale's ASCII.
+export PYTHONUTF8=1
 # The app answers before nginx gives up on it.
 export REQUEST_TIMEOUT="${REQUEST_TIMEOUT:-300}"
 export UPSTREAM_TIMEOUT="${UPSTREAM_TIMEOUT:-$(( ${REQUEST_TIMEOUT%.*} + 30 ))}"
