@@ -62,8 +62,8 @@ soak: venv system-packages
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
 # Speed and memory of the real stack next to gpt-2-simple (benchmarks/service_speed.py) on a
-# GPT-2-small-shaped random checkpoint built once in build/bench/: about half an hour on 2
-# cores; the latest figures are in docs/benchmarks.md. BENCH_ARGS passes options, e.g.
+# GPT-2-small-shaped random checkpoint built once in build/bench/: about 20 minutes on 2
+# quiet cores; the latest figures are in docs/benchmarks.md. BENCH_ARGS passes options, e.g.
 # BENCH_ARGS="--quick" for a smoke run of a few minutes.
 .PHONY: bench
 bench: venv system-packages
