@@ -24,7 +24,6 @@ import math
 import os
 import shlex
 import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from soak_requests import OVERLOADED, Probe, problem_with, request_mix  # noqa: E402
+from speed_client import PeakSampler  # noqa: E402
 
 RSS_TOLERANCE = 0.05
 
@@ -168,27 +168,6 @@ def processes_under(pids: list[int]) -> Callable[[], list]:
     return listing
 
 
-class PeakSampler:
-    """Samples a reading once a second in a thread and keeps the highest."""
-
-    def __init__(self, read: Callable[[], int]):
-        self.read, self.peak = read, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.wait(1.0):
-            self.peak = max(self.peak, self.read())
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
 def percentiles(values: list[float]) -> dict:
     values = sorted(v for v in values if not math.isnan(v))
     if not values:
@@ -209,7 +188,7 @@ def run_soak(base_url: str, rss: Optional[Callable[[], int]] = None, *, requests
     warm = send_requests(base_url, request_mix(warmup, seed + 1_000_000), **options)
     rss_start = rss() if rss else None
     started = time.monotonic()
-    with PeakSampler(rss or (lambda: 0)) as sampler:
+    with PeakSampler(rss or (lambda: 0), interval=1.0) as sampler:
         outcomes = send_requests(base_url, request_mix(requests, seed), **options)
     wall = time.monotonic() - started
     rss_end = rss() if rss else None
