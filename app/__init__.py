@@ -44,7 +44,8 @@ def _start_engine(config: Config):
     engine = Engine(config.checkpoint_dir, config.run_name,
                     max_batch=config.generation_concurrency,
                     max_queue=config.queue_size,
-                    queue_timeout=config.queue_timeout)
+                    queue_timeout=config.queue_timeout,
+                    weight_dtype=config.weight_dtype)
     engine.start()
     log.info("loading %s/%s in the background", config.checkpoint_dir, config.run_name)
     return engine

@@ -29,6 +29,10 @@ class Config:
     request_timeout: float = 300.0
     # Seconds a client is told to wait while the model loads.
     loading_retry_after: int = 5
+    # How the engine holds the weights: bfloat16 (half the memory, faster
+    # decoding; measured in docs/benchmarks.md) or float32 (bit for bit the
+    # checkpoint).
+    weight_dtype: str = "bfloat16"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
@@ -45,11 +49,22 @@ class Config:
                                     minimum=1),
             loading_retry_after=_number(env, "LOADING_RETRY_AFTER", int,
                                         defaults.loading_retry_after, minimum=1),
+            weight_dtype=_choice(env, "WEIGHT_DTYPE", ("bfloat16", "float32"),
+                                 defaults.weight_dtype),
         )
 
     def limits(self) -> dict:
         """The limits the HTTP layer adds to the engine's, as shown by /info."""
         return {"request_timeout": self.request_timeout}
+
+
+def _choice(env, name, choices, default):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip() not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw.strip()
 
 
 def _number(env, name, kind, default, *, minimum):

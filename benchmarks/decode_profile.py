@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PARTS = ("layer matmuls", "vocabulary projection", "attention and cache", "other")
 
 
-def build_graph(checkpoint_dir: str, run_name: str, max_batch: int, threads: int | None):
+def build_graph(checkpoint_dir: str, run_name: str, max_batch: int, threads: int | None,
+                weight_dtype: str):
     """The engine's decoder graph with the checkpoint's weights, as Engine loads it."""
     from app.engine.cache_pool import PAGE
     from app.engine.checkpoint import WeightReader, open_checkpoint
@@ -29,7 +30,8 @@ def build_graph(checkpoint_dir: str, run_name: str, max_batch: int, threads: int
 
     checkpoint = open_checkpoint(checkpoint_dir, run_name)
     graph = DecoderGraph(checkpoint.hparams, pool_size=checkpoint.hparams.n_ctx + 2 * PAGE,
-                         threads=threads or default_threads(), max_batch=max_batch)
+                         threads=threads or default_threads(), max_batch=max_batch,
+                         weight_dtype=weight_dtype)
     graph.load_weights(WeightReader(checkpoint))
     return graph
 
@@ -80,11 +82,11 @@ def traced_parts(graph, inputs) -> dict:
     return parts
 
 
-def weight_bytes(hparams) -> tuple[int, int]:
-    """Bytes the layer matmuls and the vocabulary projection read per step (float32)."""
-    e = hparams.n_embd
+def weight_bytes(hparams, weight_dtype: str) -> tuple[int, int]:
+    """Bytes the layer matmuls and the vocabulary projection read per step."""
+    e, size = hparams.n_embd, 2 if weight_dtype == "bfloat16" else 4
     per_layer = e * 3 * e + e * e + e * 4 * e + 4 * e * e
-    return hparams.n_layer * per_layer * 4, hparams.n_vocab * e * 4
+    return hparams.n_layer * per_layer * size, hparams.n_vocab * e * size
 
 
 def sampling_microseconds(vocab: int, rows: int = 200) -> float:
@@ -104,12 +106,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Profile one decoding step of the engine.")
     parser.add_argument("--checkpoint-dir", default=os.path.join("build", "bench", "gpt2-small"))
     parser.add_argument("--run-name", default="run1")
-    parser.add_argument("--batches", default="2,8,16",
-                        help="rows per step; the engine runs one request as 2 rows (2,8,16)")
+    parser.add_argument("--batches", default="1,8,16",
+                        help="rows per step; with float32 weights the engine runs one request "
+                             "as 2 rows (1,8,16)")
     parser.add_argument("--context", type=int, default=128,
                         help="position of the step: the middle of a 256-token episode (128)")
     parser.add_argument("--steps", type=int, default=30, help="steps timed per batch size (30)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (all cores)")
+    parser.add_argument("--weight-dtype", choices=("bfloat16", "float32"), default="bfloat16",
+                        help="weights as the engine holds them (bfloat16)")
     args = parser.parse_args()
     try:
         batches = [int(b) for b in args.batches.split(",")]
@@ -121,10 +126,11 @@ def main() -> int:
         parser.error(f"no checkpoint in {os.path.join(args.checkpoint_dir, args.run_name)} "
                      "(benchmarks/service_speed.py builds one)")
 
-    graph = build_graph(args.checkpoint_dir, args.run_name, max(batches), args.threads)
-    layer_bytes, vocab_bytes = weight_bytes(graph.hparams)
+    graph = build_graph(args.checkpoint_dir, args.run_name, max(batches), args.threads,
+                        args.weight_dtype)
+    layer_bytes, vocab_bytes = weight_bytes(graph.hparams, args.weight_dtype)
     print(f"load average {os.getloadavg()[0]:.2f}; weights read per step: layers "
-          f"{layer_bytes / 1e6:.0f} MB, vocabulary projection {vocab_bytes / 1e6:.0f} MB (float32)")
+          f"{layer_bytes / 1e6:.0f} MB, vocabulary projection {vocab_bytes / 1e6:.0f} MB ({args.weight_dtype})")
     print(f"{'rows':>4} {'ms/step':>8} {'tok/s':>7}  traced step: " + ", ".join(PARTS))
     for batch in batches:
         inputs = step_inputs(graph, batch, args.context)
@@ -136,7 +142,8 @@ def main() -> int:
         step = (time.perf_counter() - started) / args.steps
         parts = min((traced_parts(graph, inputs) for _ in range(3)),
                     key=lambda p: sum(p.values()))
-        rows = 1 if batch == 2 else batch  # one request runs as two rows
+        # With float32 weights one request runs as two rows.
+        rows = 1 if batch == 2 and graph.min_rows == 2 else batch
         detail = ", ".join(f"{parts[p]:.1f}" for p in PARTS)
         print(f"{batch:>4} {step * 1000:>8.1f} {rows / step:>7.1f}  {detail} ms "
               f"(layer matmuls at {layer_bytes / parts['layer matmuls'] / 1e6:.0f} GB/s, "

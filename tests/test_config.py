@@ -17,15 +17,17 @@ def test_defaults_match_the_article():
 def test_values_are_read_from_the_environment():
     config = Config.from_env({"CHECKPOINT_DIR": "/models", "RUN_NAME": "run7",
                               "GENERATION_CONCURRENCY": "8", "QUEUE_SIZE": "0",
-                              "QUEUE_TIMEOUT": "2.5", "REQUEST_TIMEOUT": "60"})
+                              "QUEUE_TIMEOUT": "2.5", "REQUEST_TIMEOUT": "60",
+                              "WEIGHT_DTYPE": "float32"})
     assert (config.checkpoint_dir, config.run_name, config.generation_concurrency,
-            config.queue_size, config.queue_timeout, config.request_timeout) == \
-        ("/models", "run7", 8, 0, 2.5, 60.0)
+            config.queue_size, config.queue_timeout, config.request_timeout,
+            config.weight_dtype) == ("/models", "run7", 8, 0, 2.5, 60.0, "float32")
 
 
 @pytest.mark.parametrize("name, value", [("GENERATION_CONCURRENCY", "0"), ("QUEUE_SIZE", "x"),
                                          ("QUEUE_TIMEOUT", "nan"), ("REQUEST_TIMEOUT", "-1"),
-                                         ("GENERATION_CONCURRENCY", "2.5")])
+                                         ("GENERATION_CONCURRENCY", "2.5"),
+                                         ("WEIGHT_DTYPE", "float16")])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         Config.from_env({name: value})

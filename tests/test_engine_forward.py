@@ -3,6 +3,7 @@ for the same checkpoint, with and without the key/value cache."""
 import json
 import os
 
+import ml_dtypes
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,14 +19,22 @@ PROMPT = "Ash and Pikachu reach Viridian City, where Nurse Joy heals the injured
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def model(tmp_path_factory):
     checkpoint_dir = str(tmp_path_factory.mktemp("checkpoint"))
     run_dir = make_run(checkpoint_dir)
     perturb_weights(run_dir)
     checkpoint = open_checkpoint(checkpoint_dir, "run1")
-    graph = DecoderGraph(checkpoint.hparams, pool_size=3 * 1024, threads=2, cache_dtype="float32")
+    return checkpoint_dir, checkpoint, Tokenizer(run_dir, checkpoint.hparams.n_vocab)
+
+
+# Weights as the engine serves them (bfloat16, the packed kernel) and as the
+# checkpoint holds them (float32).
+@pytest.fixture(scope="module", params=["bfloat16", "float32"])
+def run(request, model):
+    checkpoint_dir, checkpoint, tokenizer = model
+    graph = DecoderGraph(checkpoint.hparams, pool_size=3 * 1024, threads=2, cache_dtype="float32",
+                         weight_dtype=request.param)
     graph.load_weights(WeightReader(checkpoint))
-    tokenizer = Tokenizer(run_dir, checkpoint.hparams.n_vocab)
     yield checkpoint_dir, checkpoint, graph, tokenizer
     graph.close()
 
@@ -41,7 +50,9 @@ def prompt_logits(graph, tokens, base, all_logits=False):
                          all_logits=all_logits)
 
 
-def reference_logits(checkpoint, tokens):
+def reference_logits(checkpoint, tokens, weight_dtype="float32"):
+    """gpt-2-simple's logits; with weight_dtype bfloat16, its weight matrices
+    rounded to bfloat16 first, as the engine holds them."""
     hparams = gpt2_model.default_hparams()
     with open(os.path.join(checkpoint.run_dir, "hparams.json")) as f:
         hparams.override_from_dict(json.load(f))
@@ -51,13 +62,18 @@ def reference_logits(checkpoint, tokens):
         output = gpt2_model.model(hparams=hparams, X=context)
         with tf.compat.v1.Session(graph=graph) as sess:
             tf.compat.v1.train.Saver().restore(sess, checkpoint.path)
+            if weight_dtype == "bfloat16":
+                for var in tf.compat.v1.global_variables():
+                    if var.op.name.endswith(("/w", "/wte")):
+                        rounded = sess.run(var).astype(ml_dtypes.bfloat16).astype(np.float32)
+                        var.load(rounded, sess)
             return sess.run(output["logits"], {context: [tokens]})[0]
 
 
 def test_prompt_logits_match_gpt2_simple(run):
     _, checkpoint, graph, tokenizer = run
     tokens = tokenizer.encode(PROMPT)
-    expected = reference_logits(checkpoint, tokens)
+    expected = reference_logits(checkpoint, tokens, graph.weight_dtype)
     ours = prompt_logits(graph, tokens, 1024, all_logits=True)[0]
     assert expected.std() > 0.5  # the perturbed model's logits carry real signal
     np.testing.assert_allclose(ours, expected, atol=2e-4 * np.abs(expected).max())
@@ -92,7 +108,8 @@ def test_greedy_engine_output_is_argmax_of_the_forward_pass(run):
         tokens.append(int(np.argmax(logits[:tokenizer.vocab_size])))
     expected = tokenizer.decode(tokens[len(tokenizer.encode(PROMPT)):])
 
-    engine = Engine(checkpoint_dir, "run1", max_batch=2, cache_dtype="float32")
+    engine = Engine(checkpoint_dir, "run1", max_batch=2, cache_dtype="float32",
+                    weight_dtype=graph.weight_dtype)
     engine.start()
     try:
         assert engine.wait_ready(120), engine.error
@@ -105,10 +122,11 @@ def test_greedy_engine_output_is_argmax_of_the_forward_pass(run):
     assert result.text == expected
 
 
-def test_a_rows_logits_are_bit_identical_in_any_batch_of_two_or_more(run):
-    """What makes seeded requests reproducible when batched: with at least
-    two rows and kv_len in whole pages (the scheduler's rules), a row's
-    logits do not depend on the other rows or on how far they are."""
+def test_a_rows_logits_are_bit_identical_in_any_batch(run):
+    """What makes seeded requests reproducible when batched: with kv_len in
+    whole pages and at least graph.min_rows rows (the scheduler's rules; one
+    row with bfloat16 weights, two with float32), a row's logits do not
+    depend on the other rows or on how far they are."""
     _, checkpoint, graph, tokenizer = run
     rng = np.random.default_rng(0)
     lengths = [5, 40, 17, 100, 3, 64, 250, 9]
@@ -123,6 +141,9 @@ def test_a_rows_logits_are_bit_identical_in_any_batch_of_two_or_more(run):
                              np.array([[100 + 300 * i + lengths[i]] for i in rows]), read_at)
 
     reference = {i: step([i, 4])[0] for i in range(8)}
-    for rows in ([0, 1], [2, 0, 1], list(range(8)), [6, 3, 5, 1, 0], [7, 6, 5, 4, 3, 2, 1, 0]):
+    batches = [[0, 1], [2, 0, 1], list(range(8)), [6, 3, 5, 1, 0], [7, 6, 5, 4, 3, 2, 1, 0]]
+    if graph.min_rows == 1:
+        batches += [[i] for i in range(8)]
+    for rows in batches:
         for row, logits in zip(rows, step(rows)):
             assert np.array_equal(logits, reference[row]), (rows, row)

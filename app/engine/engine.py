@@ -17,6 +17,7 @@ from .cache_pool import PAGE
 from .checkpoint import Checkpoint, WeightReader, first_line, open_checkpoint
 from .generation import Generation
 from .graph import DecoderGraph
+from .packed_weights import KernelUnavailable
 from .scheduler import Scheduler
 from .text import Tokenizer
 from .types import Busy, GenerationRequest, ModelLoadError
@@ -39,8 +40,11 @@ class Engine:
     def __init__(self, checkpoint_dir: str, run_name: str = "run1", *,
                  max_batch: int = 3, max_queue: int = 16, queue_timeout: float = 30.0,
                  threads: int | None = None, cache_tokens: int | None = None,
-                 cache_dtype: str = "bfloat16"):
-        """cache_tokens: positions in the key/value pool shared by running
+                 cache_dtype: str = "bfloat16", weight_dtype: str = "bfloat16"):
+        """weight_dtype: bfloat16 (the packed kernel; float32 with a warning
+        when it is not built) or float32.
+
+        cache_tokens: positions in the key/value pool shared by running
         requests (default: a full context per batch row, so nobody waits for
         room; memory is only touched as places are used). With less, a
         request that does not fit waits for a running one to end."""
@@ -54,6 +58,7 @@ class Engine:
         self.threads = threads or default_threads()
         self.cache_tokens = cache_tokens
         self.cache_dtype = cache_dtype
+        self.weight_dtype = weight_dtype
         self.state = LOADING
         self.error: str | None = None
         self.model_name = run_name
@@ -130,8 +135,7 @@ class Engine:
         pool = max(n_ctx, self.cache_tokens or self.max_batch * n_ctx)
         self.cache_tokens = pool
         pages = -(-pool // PAGE) + 1  # one more for the scratch page
-        graph = DecoderGraph(checkpoint.hparams, pool_size=pages * PAGE, threads=self.threads,
-                             cache_dtype=self.cache_dtype, max_batch=self.max_batch)
+        graph = self._new_graph(checkpoint, pages * PAGE)
         try:
             graph.load_weights(reader)
             graph.warm_up()
@@ -142,6 +146,19 @@ class Engine:
         _return_freed_memory()
         self._scheduler = Scheduler(graph, tokenizer, self._queue, self.model_name,
                                     on_finish=self._note_finished, retry_after=self._retry_after)
+
+    def _new_graph(self, checkpoint: Checkpoint, pool_size: int) -> DecoderGraph:
+        def build(weight_dtype):
+            return DecoderGraph(checkpoint.hparams, pool_size=pool_size, threads=self.threads,
+                                cache_dtype=self.cache_dtype, max_batch=self.max_batch,
+                                weight_dtype=weight_dtype)
+        try:
+            return build(self.weight_dtype)
+        except KernelUnavailable as e:
+            log.warning("bfloat16 weights unavailable, serving float32 weights (slower, "
+                        "twice the memory): %s", e)
+            self.weight_dtype = "float32"
+            return build(self.weight_dtype)
 
     # ------------------------------------------------------------- requests
     def submit(self, request: GenerationRequest) -> Generation:
@@ -198,6 +215,7 @@ class Engine:
                 "max_tokens": (checkpoint.hparams.n_ctx - 1) if checkpoint else None,
                 "cache_tokens": self.cache_tokens,
                 "cache_dtype": self.cache_dtype,
+                "weight_dtype": self.weight_dtype,
             },
         }
 

@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from . import packed_weights
 from .checkpoint import HParams, WeightReader, layer_shapes
 
 # Masked attention scores: exp() of this is exactly 0 in float32.
@@ -42,9 +43,21 @@ class DecoderGraph:
     """Owns the graph, its session, the weights and the key/value pool."""
 
     def __init__(self, hparams: HParams, pool_size: int, threads: int = 2,
-                 cache_dtype: str = "bfloat16", max_batch: int = 1):
+                 cache_dtype: str = "bfloat16", max_batch: int = 1,
+                 weight_dtype: str = "bfloat16"):
+        """weight_dtype "bfloat16" needs the compiled kernel (packed_weights.py)
+        and raises KernelUnavailable without it."""
         import tensorflow as tf
 
+        if weight_dtype not in ("bfloat16", "float32"):
+            raise ValueError(f"weight_dtype must be bfloat16 or float32, got {weight_dtype!r}")
+        self.packed = weight_dtype == "bfloat16"
+        if self.packed:
+            packed_weights.load_kernel()
+        self.weight_dtype = weight_dtype
+        # Fewest rows a decoding step runs for a row's logits not to depend on
+        # the batch (see Scheduler._batch).
+        self.min_rows = 1 if self.packed else 2
         self.hparams = hparams
         self.pool_size = pool_size  # positions in the key/value pool
         self.cache_dtype = tf.as_dtype(cache_dtype)
@@ -59,31 +72,48 @@ class DecoderGraph:
         self.session = tf.compat.v1.Session(graph=self.graph, config=session_config(threads))
 
     # ----------------------------------------------------------------- build
-    def _weight(self, name: str, shape: tuple[int, ...], transpose: bool = False):
+    def _weight(self, name: str, shape: tuple[int, ...], dtype: str = "float32", prepare=None):
         import tensorflow as tf
 
         var = tf.compat.v1.Variable(
-            tf.zeros(shape, tf.float32), trainable=False, name=name.replace("/", "_"),
+            tf.zeros(shape, dtype), trainable=False, name=name.replace("/", "_"),
             use_resource=True)
-        value = tf.compat.v1.placeholder(tf.float32, shape, name=name.replace("/", "_") + "_value")
-        self._assign[name] = (var.assign(value, read_value=False), value, transpose)
+        value = tf.compat.v1.placeholder(dtype, shape, name=name.replace("/", "_") + "_value")
+        self._assign[name] = (var.assign(value, read_value=False), value,
+                              prepare or (lambda array: array.reshape(shape)))
         return var
+
+    def _matrix(self, name: str, rows: int, columns: int, transpose: bool = False) -> "Matrix":
+        """A [rows, columns] weight: bfloat16 packed for the kernel, or float32.
+        `transpose`: the checkpoint holds it as [columns, rows]."""
+        def oriented(array):
+            return array.T if transpose else array.reshape(rows, columns)
+
+        if self.packed:
+            var = self._weight(name, packed_weights.packed_shape(rows, columns), "bfloat16",
+                               lambda array: packed_weights.pack(oriented(array)))
+        else:
+            var = self._weight(name, (rows, columns),
+                               prepare=lambda array: np.ascontiguousarray(oriented(array)))
+        return Matrix(var, rows, columns, self.packed)
 
     def _build_weights(self):
         hp = self.hparams
         self._assign: dict[str, tuple] = {}
         # Token embeddings are kept transposed, [n_embd, n_vocab]: the logits
-        # are then a plain h @ wte_t, the fastest form for 1 to 16 rows and
-        # one whose rows come out bit for bit the same for any batch of 2 or more.
-        self.wte_t = self._weight("model/wte", (hp.n_embd, hp.n_vocab), transpose=True)
+        # are then a plain h @ wte_t, the fastest form for 1 to 16 rows, and
+        # the embedding lookup reads its columns.
+        self.wte_t = self._matrix("model/wte", hp.n_embd, hp.n_vocab, transpose=True)
         self.wpe = self._weight("model/wpe", (hp.n_ctx, hp.n_embd))
         self.layers = []
         for i in range(hp.n_layer):
             layer = {}
             for name, shape in layer_shapes(hp).items():
-                # conv1d weights are stored [1, nx, nf]; the graph wants [nx, nf].
                 full = f"model/h{i}/{name}"
-                layer[name] = self._weight(full, shape[1:] if name.endswith("/w") else shape)
+                if name.endswith("/w"):  # conv1d weights are stored [1, nx, nf]
+                    layer[name] = self._matrix(full, shape[1], shape[2])
+                else:
+                    layer[name] = self._weight(full, shape)
             self.layers.append(layer)
         self.ln_f = {"g": self._weight("model/ln_f/g", (hp.n_embd,)),
                      "b": self._weight("model/ln_f/b", (hp.n_embd,))}
@@ -120,17 +150,13 @@ class DecoderGraph:
         visible = tf.range(kv_len)[None, None, None, :] <= self.positions[:, None, :, None]
         mask_bias = tf.where(visible, 0.0, MASKED)                                  # [B, 1, T, L]
 
-        # Gather from a dense read: a sparse op on a variable switches it to
-        # copy-on-read, and the logits matmul would then copy wte every step.
-        tokens = tf.transpose(tf.gather(self.wte_t.read_value(), self.tokens, axis=1), [1, 2, 0])
-        h = tokens + tf.gather(self.wpe.read_value(), self.positions)
+        h = self.wte_t.columns_of(self.tokens) + tf.gather(self.wpe.read_value(), self.positions)
         for i, layer in enumerate(self.layers):
             h = self._block(h, layer, i, batch, steps, write_rows, read_rows, mask_bias)
         h = _norm(h, self.ln_f["g"], self.ln_f["b"])
-        self.logits_last = tf.matmul(h[:, -1, :], self.wte_t)                       # [B, V]
+        self.logits_last = self.wte_t.times(h[:, -1, :])                            # [B, V]
         flat = tf.reshape(h, [-1, hp.n_embd])
-        self.logits_all = tf.reshape(tf.matmul(flat, self.wte_t),
-                                     [batch, steps, hp.n_vocab])
+        self.logits_all = tf.reshape(self.wte_t.times(flat), [batch, steps, hp.n_vocab])
 
     def _block(self, h, layer, i, batch, steps, write_rows, read_rows, mask_bias):
         import tensorflow as tf
@@ -138,7 +164,7 @@ class DecoderGraph:
         hp = self.hparams
         e, heads, size = hp.n_embd, hp.n_head, hp.head_size
         x = tf.reshape(_norm(h, layer["ln_1/g"], layer["ln_1/b"]), [-1, e])
-        qkv = tf.nn.bias_add(tf.matmul(x, layer["attn/c_attn/w"]), layer["attn/c_attn/b"])
+        qkv = tf.nn.bias_add(layer["attn/c_attn/w"].times(x), layer["attn/c_attn/b"])
         qkv = tf.reshape(qkv, [batch, steps, 3, heads, size])
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                          # [B, T, H, D]
         cached = self.cache_dtype
@@ -160,11 +186,11 @@ class DecoderGraph:
         scores = tf.matmul(q, keys, transpose_b=True) * (1.0 / math.sqrt(size)) + mask_bias
         attended = tf.matmul(tf.nn.softmax(scores), values)                           # [B, H, T, D]
         attended = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [-1, e])
-        a = tf.nn.bias_add(tf.matmul(attended, layer["attn/c_proj/w"]), layer["attn/c_proj/b"])
+        a = tf.nn.bias_add(layer["attn/c_proj/w"].times(attended), layer["attn/c_proj/b"])
         h = h + tf.reshape(a, [batch, steps, e])
         x = tf.reshape(_norm(h, layer["ln_2/g"], layer["ln_2/b"]), [-1, e])
-        m = _gelu(tf.nn.bias_add(tf.matmul(x, layer["mlp/c_fc/w"]), layer["mlp/c_fc/b"]))
-        m = tf.nn.bias_add(tf.matmul(m, layer["mlp/c_proj/w"]), layer["mlp/c_proj/b"])
+        m = _gelu(tf.nn.bias_add(layer["mlp/c_fc/w"].times(x), layer["mlp/c_fc/b"]))
+        m = tf.nn.bias_add(layer["mlp/c_proj/w"].times(m), layer["mlp/c_proj/b"])
         return h + tf.reshape(m, [batch, steps, e])
 
     # ------------------------------------------------------------------- run
@@ -178,11 +204,8 @@ class DecoderGraph:
         for names in groups.values():
             feed, ops = {}, []
             for name in names:
-                assign, value, transpose = self._assign[name]
-                array = reader.read(name)
-                if transpose:
-                    array = np.ascontiguousarray(array.T)
-                feed[value] = array.reshape(value.shape.as_list())
+                assign, value, prepare = self._assign[name]
+                feed[value] = prepare(reader.read(name))
                 ops.append(assign)
             self.session.run(ops, feed)
             del feed
@@ -193,7 +216,7 @@ class DecoderGraph:
         kernel set-up. Uses only the scratch page (places 0-15)."""
         prompt = np.arange(8, dtype=np.int32)[None, :]
         self.forward(np.zeros((1, 8), np.int32), prompt, prompt, prompt)
-        for batch in range(2, max(2, self.max_batch) + 1):
+        for batch in range(self.min_rows, max(self.min_rows, self.max_batch) + 1):
             column = np.full((batch, 1), 8, np.int32)
             read_at = np.minimum(np.arange(16, dtype=np.int32), 8)  # written places only
             self.forward(np.zeros((batch, 1), np.int32), column, column,
@@ -220,6 +243,32 @@ class DecoderGraph:
 
     def close(self) -> None:
         self.session.close()
+
+
+class Matrix:
+    """A [rows, columns] weight matrix in the graph, packed bfloat16 or float32."""
+
+    def __init__(self, var, rows: int, columns: int, packed: bool):
+        self.var, self.rows, self.columns, self.packed = var, rows, columns, packed
+
+    def times(self, x):
+        """x [M, rows] @ the matrix -> [M, columns], float32."""
+        import tensorflow as tf
+
+        if self.packed:
+            return packed_weights.matmul(x, self.var, self.columns)
+        return tf.matmul(x, self.var)
+
+    def columns_of(self, ids):
+        """Columns `ids` as [*ids.shape, rows]: the embedding lookup of wte."""
+        import tensorflow as tf
+
+        # From a dense read: a sparse op on a variable switches it to
+        # copy-on-read, and the logits matmul would then copy it every step.
+        dense = self.var.read_value()
+        if self.packed:
+            return packed_weights.column_lookup(dense, ids, self.rows)
+        return tf.transpose(tf.gather(dense, ids, axis=1), [1, 2, 0])
 
 
 def _norm(x, g, b, epsilon=1e-5):

@@ -177,13 +177,14 @@ class Scheduler:
     def _batch(self, rows: list[RunningSequence]):
         """Inputs of one decoding step. Padding rows write to and read from
         the scratch page only. Shapes are chosen so that a row's
-        logits are bit for bit the same whatever else is in the batch: at
-        least two rows (a single row takes other matmul kernels), and a kv_len
-        rounded up to a whole page (reductions over the positions then add
-        masked zeros in whole blocks, which changes no sum)."""
+        logits are bit for bit the same whatever else is in the batch: a
+        kv_len rounded up to a whole page (reductions over the positions then
+        add masked zeros in whole blocks, which changes no sum) and, with
+        float32 weights, at least two rows (TensorFlow's matmul takes another
+        kernel for a single row; the packed bfloat16 kernel does not)."""
         page = self.pool.page
         kv_len = -(-(max(s.position for s in rows) + 1) // page) * page
-        count = max(2, len(rows))
+        count = max(self.graph.min_rows, len(rows))
         tokens = np.zeros((count, 1), np.int32)
         positions = np.zeros((count, 1), np.int32)
         scratch = self.pool.scratch * page
