@@ -11,7 +11,7 @@ ARG BASE_IMAGE=debian:bookworm-slim
 # ---- build: compilers and headers live only here --------------------------------------------
 FROM ${BASE_IMAGE} AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc libc6-dev \
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc g++ libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 COPY requirements.txt requirements-nodeps.txt /tmp/pip/
@@ -24,11 +24,14 @@ ARG PIP_NO_INDEX
 ARG PIP_TRUSTED_HOST
 # TensorFlow is installed once, as the CPU build: gpt-2-simple goes in without its dependencies.
 # pip's compiled bytecode stays: the read-only root filesystem could not cache it at run time.
-# C++ headers and libclang serve only to compile custom TensorFlow ops, which the service never
-# does: about 350 MB less to ship.
 RUN set -eu; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r /tmp/pip/requirements.txt; \
-    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps -r /tmp/pip/requirements-nodeps.txt; \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps -r /tmp/pip/requirements-nodeps.txt
+# The engine's bfloat16 kernel is compiled here, against this TensorFlow. After that TensorFlow's
+# C++ headers and libclang serve nothing: about 350 MB less to ship.
+COPY app/engine/kernels/ /tmp/kernels/
+RUN set -eu; \
+    /opt/venv/bin/python /tmp/kernels/build.py --output /opt/kernels/packed_bf16_matmul.so; \
     rm -rf /opt/venv/lib/python3.11/site-packages/tensorflow/include; \
     /opt/venv/bin/pip uninstall -y -q libclang pip wheel
 
@@ -76,9 +79,11 @@ COPY --from=build /opt/venv /opt/venv
 FROM runtime AS app-mounted-checkpoint
 COPY uwsgi.ini wsgi.py ./
 COPY app/ ./app/
+COPY --from=build /opt/kernels/ ./app/engine/kernels/
 
 # ---- app (default): checkpoint first, code last, so a code change reuses the checkpoint layer -
 FROM runtime AS app
 COPY checkpoint/ ./checkpoint/
 COPY uwsgi.ini wsgi.py ./
 COPY app/ ./app/
+COPY --from=build /opt/kernels/ ./app/engine/kernels/

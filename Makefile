@@ -13,7 +13,14 @@ $(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt
 	$(VENV)/bin/pip install -q --no-deps -r requirements-nodeps.txt
 	touch $@
 
-venv: $(STAMP)
+# The engine's bfloat16 kernel, compiled against the installed TensorFlow (seconds; rebuilt when
+# its source or the packages change). Without it the service falls back to float32 weights.
+KERNEL := app/engine/kernels/packed_bf16_matmul.so
+$(KERNEL): app/engine/kernels/packed_bf16_matmul.cc app/engine/kernels/build.py $(STAMP)
+	@scripts/install-system-packages.sh g++=g++
+	$(PY) app/engine/kernels/build.py --output $@
+
+venv: $(STAMP) $(KERNEL)
 
 # Debian packages the end-to-end tests start for real.
 system-packages:

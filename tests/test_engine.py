@@ -236,3 +236,25 @@ def test_bad_parameters_are_refused_at_submit_and_the_engine_keeps_serving(engin
         with pytest.raises(ValueError):
             engine.submit(GenerationRequest(**bad))
     assert engine.submit(GenerationRequest(length=3, stop_at_end=False)).result(timeout=30).tokens == 3
+
+
+def test_without_the_kernel_the_engine_serves_float32_weights_and_says_why(
+        checkpoint_dir, monkeypatch, caplog):
+    from app.engine import packed_weights
+
+    def missing():
+        raise packed_weights.KernelUnavailable("kernel.so is not built")
+
+    monkeypatch.setattr(packed_weights, "load_kernel", missing)
+    engine = started(checkpoint_dir, max_batch=2)
+    try:
+        assert engine.info["limits"]["weight_dtype"] == "float32"
+        assert engine.submit(GenerationRequest(prefix="Ash", length=5, stop_at_end=False)
+                             ).result(timeout=60).tokens == 5
+    finally:
+        engine.close()
+    assert "serving float32 weights" in caplog.text and "kernel.so is not built" in caplog.text
+
+
+def test_the_default_engine_holds_bfloat16_weights(engine):
+    assert engine.info["limits"]["weight_dtype"] == "bfloat16"

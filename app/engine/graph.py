@@ -14,7 +14,8 @@ Cache layout: one [layers * 2 * heads * pool, head_size] variable, row
 keys gives [batch, heads, kv_len, head_size], ready for the matmul. Keys and
 values are kept in bfloat16 by default: half the memory and half the bytes to
 read per step; attention itself runs in float32 (the perplexity cost is
-measured by benchmarks/cache_precision.py).
+measured by benchmarks/precision.py). The weights are bfloat16 too by
+default, packed for a compiled kernel (packed_weights.py).
 """
 from __future__ import annotations
 

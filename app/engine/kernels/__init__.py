@@ -1,0 +1,1 @@
+"""TensorFlow kernels compiled for the engine (build.py compiles them)."""
