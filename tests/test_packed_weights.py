@@ -97,3 +97,11 @@ def test_a_failed_build_leaves_no_library(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit, match="compiling .*broken.cc failed"):
         kernel_build.main(["--output", str(output)])
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_the_built_library_is_readable_by_other_users(tmp_path):
+    """The image's service user is not the user who built the library."""
+    output = tmp_path / "kernel.so"
+    assert kernel_build.main(["--output", str(output)]) == 0
+    assert output.stat().st_mode & 0o777 == 0o755
+    assert [p.name for p in tmp_path.iterdir()] == ["kernel.so"]  # no temporary left

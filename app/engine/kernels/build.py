@@ -41,6 +41,8 @@ def build(output: str) -> None:
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"error: compiling {SOURCE} failed:\n{done.stderr.strip()}")
+        # mkstemp made it private; the service may run as another user (the image does).
+        os.chmod(temporary, 0o755)
         os.replace(temporary, output)
     finally:
         if os.path.exists(temporary):
