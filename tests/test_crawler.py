@@ -28,6 +28,7 @@ from demo.wiki_markup import (
     expected_plot_text,
     render_episode_page,
 )
+from signals import interruptible
 
 ROOT = Path(__file__).resolve().parent.parent
 CODES = [f"EP{n:03d}" for n in range(1, 9)]
@@ -317,7 +318,8 @@ def test_interrupted_crawl_keeps_only_complete_files(tmp_path, episodes, stop_si
         process = subprocess.Popen(
             [sys.executable, "crawler_bulbapedia.py", "--base-url", wiki.url, "--episodes",
              "EP001,EP002,EP003", "--out", str(tmp_path), "--delay", "0", "--timeout", "20"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=interruptible)
         deadline = time.monotonic() + 20
         while wiki.requests_for("EP002") == 0 and time.monotonic() < deadline:
             time.sleep(0.05)

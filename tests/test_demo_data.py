@@ -20,6 +20,7 @@ from demo.synthetic_episodes import (
     plain_text,
 )
 from episode_corpus import default_codes, parse_episode_list, parse_series
+from signals import interruptible
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,7 +74,8 @@ def test_local_wiki_pages_404_and_fault_validation():
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_local_wiki_command_serves_and_stops_on_a_signal(stop_signal):
     process = subprocess.Popen([sys.executable, "-m", "demo.local_wiki", "--port", "0"],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=interruptible)
     try:
         line = process.stdout.readline()
         assert line.startswith("serving 937 synthetic episodes at http://127.0.0.1:")

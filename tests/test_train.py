@@ -18,6 +18,7 @@ import tensorflow as tf
 import model_card
 import scratch_model
 import train
+from signals import interruptible
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEROES = ["Ash", "Misty", "Brock", "May", "Dawn", "Serena", "Team Rocket", "Professor Oak"]
@@ -130,7 +131,7 @@ def test_ctrl_c_saves_and_resume_continues_the_step_count(corpus, tmp_path):
     command = [sys.executable, os.path.join(REPO, "train.py"),
                *tiny_args(corpus, tmp_path, "--steps", "1000")]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, errors="replace")
+                               text=True, errors="replace", preexec_fn=interruptible)
     progress = []
     reader = threading.Thread(target=lambda: progress.extend(iter(lambda: process.stderr.read(64), "")))
     reader.start()
