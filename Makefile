@@ -69,7 +69,7 @@ soak: venv system-packages
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
 # Speed and memory of the real stack next to gpt-2-simple (benchmarks/service_speed.py) on a
-# GPT-2-small-shaped random checkpoint built once in build/bench/: about 20 minutes on 2
+# GPT-2-small-shaped random checkpoint built once in build/bench/: about 15 minutes on 2
 # quiet cores; the latest figures are in docs/benchmarks.md. BENCH_ARGS passes options, e.g.
 # BENCH_ARGS="--quick" for a smoke run of a few minutes.
 .PHONY: bench
