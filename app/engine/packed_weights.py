@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 
+from .checkpoint import first_line
+
 # Columns per panel: must match kPanel in the kernel.
 PANEL = 32
 KERNEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels",
@@ -35,8 +37,7 @@ def load_kernel():
     try:
         return tf.load_op_library(KERNEL_PATH)
     except (tf.errors.NotFoundError, OSError) as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise KernelUnavailable(f"{KERNEL_PATH} does not load ({message}); rebuild it with "
+        raise KernelUnavailable(f"{KERNEL_PATH} does not load ({first_line(e)}); rebuild it with "
                                 "python app/engine/kernels/build.py") from None
 
 
