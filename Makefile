@@ -13,10 +13,12 @@ $(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt
 	$(VENV)/bin/pip install -q --no-deps -r requirements-nodeps.txt
 	touch $@
 
-# The engine's bfloat16 kernel, compiled against the installed TensorFlow (seconds; rebuilt when
-# its source or the packages change). Without it the service falls back to float32 weights.
+# The engine's kernels: the bfloat16 TensorFlow op, compiled against the installed TensorFlow,
+# and the int8 decoder's AVX2 and generic builds (seconds; rebuilt when a source or the
+# packages change). Without the first the service falls back to float32 weights.
 KERNEL := app/engine/kernels/packed_bf16_matmul.so
-$(KERNEL): app/engine/kernels/packed_bf16_matmul.cc app/engine/kernels/build.py $(STAMP)
+$(KERNEL): app/engine/kernels/packed_bf16_matmul.cc app/engine/kernels/native_decoder.cc \
+	  app/engine/kernels/build.py $(STAMP)
 	@scripts/install-system-packages.sh g++=g++
 	$(PY) app/engine/kernels/build.py --output $@
 

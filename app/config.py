@@ -30,8 +30,8 @@ class Config:
     # Seconds a client is told to wait while the model loads.
     loading_retry_after: int = 5
     # How the engine holds the weights: bfloat16 (half the memory, faster
-    # decoding; measured in docs/benchmarks.md) or float32 (bit for bit the
-    # checkpoint).
+    # decoding; measured in docs/benchmarks.md), float32 (bit for bit the
+    # checkpoint) or int8 (the native decoder: a quarter of the memory).
     weight_dtype: str = "bfloat16"
 
     @classmethod
@@ -49,7 +49,7 @@ class Config:
                                     minimum=1),
             loading_retry_after=_number(env, "LOADING_RETRY_AFTER", int,
                                         defaults.loading_retry_after, minimum=1),
-            weight_dtype=_choice(env, "WEIGHT_DTYPE", ("bfloat16", "float32"),
+            weight_dtype=_choice(env, "WEIGHT_DTYPE", ("bfloat16", "float32", "int8"),
                                  defaults.weight_dtype),
         )
 

@@ -12,6 +12,7 @@ from gpt_2_simple.src import model as gpt2_model
 from app.engine import Engine, GenerationRequest
 from app.engine.checkpoint import WeightReader, open_checkpoint
 from app.engine.graph import DecoderGraph
+from app.engine.native import NativeDecoder
 from app.engine.text import Tokenizer
 from engine_models import make_run, perturb_weights
 
@@ -27,13 +28,17 @@ def model(tmp_path_factory):
     return checkpoint_dir, checkpoint, Tokenizer(run_dir, checkpoint.hparams.n_vocab)
 
 
-# Weights as the engine serves them (bfloat16, the packed kernel) and as the
-# checkpoint holds them (float32).
-@pytest.fixture(scope="module", params=["bfloat16", "float32"])
+# Weights as the engine serves them (bfloat16, the packed kernel), as the
+# checkpoint holds them (float32), and as the int8 native decoder holds them.
+@pytest.fixture(scope="module", params=["bfloat16", "float32", "int8"])
 def run(request, model):
     checkpoint_dir, checkpoint, tokenizer = model
-    graph = DecoderGraph(checkpoint.hparams, pool_size=3 * 1024, threads=2, cache_dtype="float32",
-                         weight_dtype=request.param)
+    if request.param == "int8":
+        graph = NativeDecoder(checkpoint.hparams, pool_size=3 * 1024, threads=2,
+                              cache_dtype="float32")
+    else:
+        graph = DecoderGraph(checkpoint.hparams, pool_size=3 * 1024, threads=2,
+                             cache_dtype="float32", weight_dtype=request.param)
     graph.load_weights(WeightReader(checkpoint))
     yield checkpoint_dir, checkpoint, graph, tokenizer
     graph.close()
@@ -72,6 +77,8 @@ def reference_logits(checkpoint, tokens, weight_dtype="float32"):
 
 def test_prompt_logits_match_gpt2_simple(run):
     _, checkpoint, graph, tokenizer = run
+    if graph.weight_dtype == "int8":
+        pytest.skip("int8 rounding is bounded by test_native_decoder.py, not to this tolerance")
     tokens = tokenizer.encode(PROMPT)
     expected = reference_logits(checkpoint, tokens, graph.weight_dtype)
     ours = prompt_logits(graph, tokens, 1024, all_logits=True)[0]

@@ -17,6 +17,7 @@ from .cache_pool import PAGE
 from .checkpoint import Checkpoint, WeightReader, first_line, open_checkpoint
 from .generation import Generation
 from .graph import DecoderGraph
+from .native import NativeDecoder
 from .packed_weights import KernelUnavailable
 from .scheduler import Scheduler
 from .text import Tokenizer
@@ -42,7 +43,7 @@ class Engine:
                  threads: int | None = None, cache_tokens: int | None = None,
                  cache_dtype: str = "bfloat16", weight_dtype: str = "bfloat16"):
         """weight_dtype: bfloat16 (the packed kernel; float32 with a warning
-        when it is not built) or float32.
+        when it is not built), float32, or int8 (the native decoder, native.py).
 
         cache_tokens: positions in the key/value pool shared by running
         requests (default: a full context per batch row, so nobody waits for
@@ -148,6 +149,14 @@ class Engine:
                                     on_finish=self._note_finished, retry_after=self._retry_after)
 
     def _new_graph(self, checkpoint: Checkpoint, pool_size: int) -> DecoderGraph:
+        if self.weight_dtype == "int8":
+            try:
+                return NativeDecoder(checkpoint.hparams, pool_size=pool_size, threads=self.threads,
+                                     cache_dtype=self.cache_dtype, max_batch=self.max_batch)
+            except KernelUnavailable as e:
+                log.warning("int8 weights unavailable, serving bfloat16 weights: %s", e)
+                self.weight_dtype = "bfloat16"
+
         def build(weight_dtype):
             return DecoderGraph(checkpoint.hparams, pool_size=pool_size, threads=self.threads,
                                 cache_dtype=self.cache_dtype, max_batch=self.max_batch,

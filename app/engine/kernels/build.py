@@ -1,10 +1,11 @@
-"""Compiles the engine's TensorFlow kernels against the installed TensorFlow.
+"""Compiles the engine's kernels: the bfloat16 TensorFlow op (against the
+installed TensorFlow) and the int8 decoder in its AVX2 and generic builds.
 
     python app/engine/kernels/build.py [--output PATH]
 
-Needs g++ and TensorFlow's headers (both in the tensorflow pip package's
-`include` folder and Debian's g++). The library is written to a temporary
-file and renamed, so a failed build never leaves a half-written one.
+Needs g++ (and TensorFlow's headers, in the tensorflow pip package's
+`include` folder). Each library is written to a temporary file and renamed,
+so a failed build never leaves a half-written one.
 """
 from __future__ import annotations
 
@@ -29,18 +30,38 @@ def tensorflow_flags() -> list[str]:
     return done.stdout.split()
 
 
+NATIVE_SOURCE = os.path.join(HERE, "native_decoder.cc")
+# -ffp-contract=off: no fused multiply-add the source does not ask for, so both
+# builds round every float operation the same way.
+NATIVE_FLAGS = {"avx2": ["-mavx2", "-mfma", "-mf16c"], "generic": []}
+
+
+def native_output(variant: str) -> str:
+    return os.path.join(HERE, f"native_decoder_{variant}.so")
+
+
+def build_native(variant: str) -> None:
+    command = ["g++", "-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", *NATIVE_FLAGS[variant],
+               "-shared", "-fPIC", NATIVE_SOURCE]
+    compile_to(native_output(variant), command, NATIVE_SOURCE)
+
+
 def build(output: str) -> None:
+    # -ffp-contract=off here too: otherwise g++ fuses some tile sizes' multiply-adds
+    # and not others on FMA CPUs, and a row's logits would change with its batch.
+    command = ["g++", "-O3", "-ffp-contract=off", "-shared", "-fPIC", SOURCE, *tensorflow_flags()]
+    compile_to(output, command, SOURCE)
+
+
+def compile_to(output: str, command: list[str], source: str) -> None:
     folder = os.path.dirname(os.path.abspath(output))
     os.makedirs(folder, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=".kernel-", suffix=".so", dir=folder)
     os.close(fd)
     try:
-        # -O3 vectorises the panel loops; the kernel picks AVX-512, AVX2 or
-        # plain x86-64 code at load time, so one build runs on any x86-64 CPU.
-        command = ["g++", "-O3", "-shared", "-fPIC", SOURCE, "-o", temporary, *tensorflow_flags()]
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = subprocess.run([*command, "-o", temporary], capture_output=True, text=True)
         if done.returncode != 0:
-            raise SystemExit(f"error: compiling {SOURCE} failed:\n{done.stderr.strip()}")
+            raise SystemExit(f"error: compiling {source} failed:\n{done.stderr.strip()}")
         # mkstemp made it private; the service may run as another user (the image does).
         os.chmod(temporary, 0o755)
         os.replace(temporary, output)
@@ -55,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         build(args.output)
+        for variant in NATIVE_FLAGS:
+            build_native(variant)
+            print(f"built {native_output(variant)}")
     except FileNotFoundError as e:  # no g++
         print(f"error: cannot compile the kernels: {e.strerror}: {e.filename}", file=sys.stderr)
         return 1

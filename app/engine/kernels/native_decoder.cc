@@ -1,0 +1,492 @@
+// GPT-2's forward pass on the CPU with 8-bit weights, for the engine's decoding loop.
+//
+// A decoding step multiplies a few rows by every weight, so its cost is reading the
+// weights: they are held as int8 in blocks of 32 along the input axis with one
+// float16 scale per block and output column (8.5 bits a weight, like llama.cpp's
+// Q8_0). Each row's activations are quantised to int8 the same way before a matmul,
+// so the inner loop is integer multiply-adds; biases, layer norms, attention and the
+// key/value pool stay float (the pool in float32 or bfloat16).
+//
+// One source, two builds: with -mavx2 -mfma -mf16c the inner loops use AVX2
+// intrinsics; without, plain C++ does the same operations in the same order. Integer
+// sums are exact and every float operation is an explicit multiply, add or fma in a
+// fixed order (built with -ffp-contract=off), so both builds give bit-identical
+// logits, and a row's logits never depend on the other rows of its batch or on the
+// number of threads.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include <omp.h>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define PG_AVX2 1
+#else
+#define PG_AVX2 0
+#endif
+
+namespace {
+
+constexpr int kBlock = 32;     // inputs per quantisation block
+constexpr int kGroup = 8;      // output columns packed together
+constexpr int kQuads = kBlock / 4;
+// One block of one column group: 8 float16 scales, then quads [8][8 columns][4 inputs].
+constexpr int kBlockBytes = kGroup * 2 + kBlock * kGroup;
+constexpr int kMaxRows = 4;    // rows sharing one pass over the weights
+
+// ------------------------------------------------------------------ 8 float lanes
+// The few vector operations the float loops need, with a scalar twin that
+// rounds exactly like the AVX2 instructions.
+#if PG_AVX2
+struct F8 {
+  __m256 v;
+};
+inline F8 f8_zero() { return {_mm256_setzero_ps()}; }
+inline F8 f8_load(const float* p) { return {_mm256_loadu_ps(p)}; }
+inline F8 f8_set(float x) { return {_mm256_set1_ps(x)}; }
+inline void f8_store(float* p, F8 a) { _mm256_storeu_ps(p, a.v); }
+inline F8 f8_add(F8 a, F8 b) { return {_mm256_add_ps(a.v, b.v)}; }
+inline F8 f8_mul(F8 a, F8 b) { return {_mm256_mul_ps(a.v, b.v)}; }
+inline F8 f8_fma(F8 a, F8 b, F8 c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+inline F8 f8_bf16(const uint16_t* p) {
+  __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return {_mm256_castsi256_ps(_mm256_slli_epi32(wide, 16))};
+}
+// ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))
+inline float f8_sum(F8 a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+#else
+struct F8 {
+  float v[8];
+};
+inline F8 f8_zero() { return F8{}; }
+inline F8 f8_load(const float* p) { F8 r; std::memcpy(r.v, p, sizeof r.v); return r; }
+inline F8 f8_set(float x) { F8 r; for (float& e : r.v) e = x; return r; }
+inline void f8_store(float* p, F8 a) { std::memcpy(p, a.v, sizeof a.v); }
+inline F8 f8_add(F8 a, F8 b) { for (int i = 0; i < 8; i++) a.v[i] += b.v[i]; return a; }
+inline F8 f8_mul(F8 a, F8 b) { for (int i = 0; i < 8; i++) a.v[i] *= b.v[i]; return a; }
+inline F8 f8_fma(F8 a, F8 b, F8 c) {
+  for (int i = 0; i < 8; i++) c.v[i] = std::fma(a.v[i], b.v[i], c.v[i]);
+  return c;
+}
+inline F8 f8_bf16(const uint16_t* p) {
+  F8 r;
+  for (int i = 0; i < 8; i++) {
+    uint32_t bits = uint32_t(p[i]) << 16;
+    std::memcpy(&r.v[i], &bits, 4);
+  }
+  return r;
+}
+inline float f8_sum(F8 a) {
+  const float* l = a.v;
+  return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+#endif
+
+// float32 -> bfloat16, rounded to nearest even (the values are finite).
+inline uint16_t to_bf16(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  bits += 0x7FFF + ((bits >> 16) & 1);
+  return uint16_t(bits >> 16);
+}
+
+// ------------------------------------------------------------------ int8 weights
+struct QMatrix {
+  int k = 0, n = 0;          // [k inputs, n outputs]
+  int blocks = 0, groups = 0;
+  std::vector<uint8_t> data;  // [groups][blocks][kBlockBytes]
+
+  const uint8_t* block(int group, int b) const {
+    return data.data() + (size_t(group) * blocks + b) * kBlockBytes;
+  }
+};
+
+// Element (i, j) of the float matrix is src[i * stride_k + j * stride_n].
+void quantize(QMatrix& m, int k, int n, const float* src, long stride_k, long stride_n) {
+  m.k = k;
+  m.n = n;
+  m.blocks = (k + kBlock - 1) / kBlock;
+  m.groups = (n + kGroup - 1) / kGroup;
+  m.data.assign(size_t(m.groups) * m.blocks * kBlockBytes, 0);
+  for (int g = 0; g < m.groups; g++) {
+    for (int b = 0; b < m.blocks; b++) {
+      uint8_t* out = m.data.data() + (size_t(g) * m.blocks + b) * kBlockBytes;
+      for (int c = 0; c < kGroup; c++) {
+        int j = g * kGroup + c;
+        if (j >= n) continue;  // padding columns stay zero
+        float amax = 0.f;
+        for (int i = b * kBlock; i < std::min(k, (b + 1) * kBlock); i++)
+          amax = std::max(amax, std::fabs(src[i * stride_k + j * stride_n]));
+        _Float16 scale = _Float16(amax / 127.f);
+        std::memcpy(out + 2 * c, &scale, 2);
+        float inverse = float(scale) > 0.f ? 1.f / float(scale) : 0.f;
+        for (int i = b * kBlock; i < std::min(k, (b + 1) * kBlock); i++) {
+          float q = std::nearbyint(src[i * stride_k + j * stride_n] * inverse);
+          int in_block = i - b * kBlock;
+          int8_t value = int8_t(std::max(-127.f, std::min(127.f, q)));
+          out[kGroup * 2 + (in_block / 4) * 32 + c * 4 + in_block % 4] = uint8_t(value);
+        }
+      }
+    }
+  }
+}
+
+// A batch of rows quantised for a matmul: int8 values and one scale per block.
+struct QRows {
+  int rows = 0, blocks = 0;
+  std::vector<int8_t> values;  // [rows][blocks * kBlock]
+  std::vector<float> scales;   // [rows][blocks]
+};
+
+void quantize_rows(QRows& q, const float* x, int rows, int k) {
+  q.rows = rows;
+  q.blocks = (k + kBlock - 1) / kBlock;
+  q.values.assign(size_t(rows) * q.blocks * kBlock, 0);
+  q.scales.assign(size_t(rows) * q.blocks, 0.f);
+  for (int r = 0; r < rows; r++) {
+    const float* row = x + size_t(r) * k;
+    for (int b = 0; b < q.blocks; b++) {
+      int end = std::min(k, (b + 1) * kBlock);
+      float amax = 0.f;
+      for (int i = b * kBlock; i < end; i++) amax = std::max(amax, std::fabs(row[i]));
+      float scale = amax / 127.f;
+      float inverse = scale > 0.f ? 1.f / scale : 0.f;
+      q.scales[size_t(r) * q.blocks + b] = scale;
+      int8_t* out = q.values.data() + size_t(r) * q.blocks * kBlock;
+      for (int i = b * kBlock; i < end; i++) out[i] = int8_t(std::nearbyint(row[i] * inverse));
+    }
+  }
+}
+
+inline float f16_value(const uint8_t* p) {
+  _Float16 h;
+  std::memcpy(&h, p, 2);
+  return float(h);
+}
+
+// y[r][group's 8 columns] = x[r] . W for R rows (R <= kMaxRows).
+template <int R>
+void group_rows(const QMatrix& w, int group, const QRows& x, int row0, F8* out) {
+  const int8_t* xv[R];
+  const float* xs[R];
+  for (int r = 0; r < R; r++) {
+    xv[r] = x.values.data() + size_t(row0 + r) * x.blocks * kBlock;
+    xs[r] = x.scales.data() + size_t(row0 + r) * x.blocks;
+    out[r] = f8_zero();
+  }
+  for (int b = 0; b < w.blocks; b++) {
+    const uint8_t* blk = w.block(group, b);
+#if PG_AVX2
+    const __m256 wscale = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc[R];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
+    for (int j = 0; j < kQuads; j++) {
+      __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kGroup * 2 + j * 32));
+      __m256i magnitude = _mm256_sign_epi8(q, q);
+      for (int r = 0; r < R; r++) {
+        int32_t quad;
+        std::memcpy(&quad, xv[r] + b * kBlock + j * 4, 4);
+        // |w| * (x * sign(w)): unsigned times signed, as maddubs needs; no
+        // pair of products can saturate 16 bits (2 * 127 * 127 < 32768).
+        __m256i signed_x = _mm256_sign_epi8(_mm256_set1_epi32(quad), q);
+        __m256i pairs = _mm256_maddubs_epi16(magnitude, signed_x);
+        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(pairs, ones));
+      }
+    }
+    for (int r = 0; r < R; r++) {
+      __m256 scale = _mm256_mul_ps(wscale, _mm256_set1_ps(xs[r][b]));
+      out[r].v = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(acc[r]), out[r].v);
+    }
+#else
+    float wscale[kGroup];
+    for (int c = 0; c < kGroup; c++) wscale[c] = f16_value(blk + 2 * c);
+    for (int r = 0; r < R; r++) {
+      int32_t acc[kGroup] = {0};
+      for (int j = 0; j < kQuads; j++) {
+        const int8_t* q = reinterpret_cast<const int8_t*>(blk + kGroup * 2 + j * 32);
+        const int8_t* xq = xv[r] + b * kBlock + j * 4;
+        for (int c = 0; c < kGroup; c++)
+          for (int e = 0; e < 4; e++) acc[c] += int32_t(q[c * 4 + e]) * int32_t(xq[e]);
+      }
+      for (int c = 0; c < kGroup; c++)
+        out[r].v[c] = std::fma(wscale[c] * xs[r][b], float(acc[c]), out[r].v[c]);
+    }
+#endif
+  }
+}
+
+// y [rows, n] = x [rows, k] . W (+ bias). Columns are split between threads; rows
+// are taken kMaxRows at a time over each column group while its weights are in cache.
+void matmul(const QMatrix& w, const QRows& x, const float* bias, float* y, int threads) {
+  const int rows = x.rows;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int g = 0; g < w.groups; g++) {
+    F8 out[kMaxRows];
+    for (int row0 = 0; row0 < rows; row0 += kMaxRows) {
+      int count = std::min(kMaxRows, rows - row0);
+      switch (count) {
+        case 1: group_rows<1>(w, g, x, row0, out); break;
+        case 2: group_rows<2>(w, g, x, row0, out); break;
+        case 3: group_rows<3>(w, g, x, row0, out); break;
+        default: group_rows<4>(w, g, x, row0, out); break;
+      }
+      int col0 = g * kGroup;
+      int width = std::min(kGroup, w.n - col0);
+      for (int r = 0; r < count; r++) {
+        float lanes[kGroup];
+        F8 value = out[r];
+        if (bias && width == kGroup) value = f8_add(value, f8_load(bias + col0));
+        f8_store(lanes, value);
+        float* dst = y + size_t(row0 + r) * w.n + col0;
+        for (int c = 0; c < width; c++)
+          dst[c] = (bias && width < kGroup) ? lanes[c] + bias[col0 + c] : lanes[c];
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------ the model
+struct Layer {
+  std::vector<float> ln1_g, ln1_b, ln2_g, ln2_b, attn_b, proj_b, fc_b, out_b;
+  QMatrix attn, proj, fc, out;
+};
+
+struct Model {
+  int n_layer, n_embd, n_head, n_vocab, n_ctx, pool, threads;
+  bool bf16_cache;
+  std::vector<Layer> layers;
+  QMatrix wte;                 // [n_embd, n_vocab]: the logits; rows of it are the embeddings
+  std::vector<float> wpe, lnf_g, lnf_b;
+  std::vector<float> cache;    // float32 pool: [layer][k|v][place][n_embd]
+  std::vector<uint16_t> cache16;
+  // Scratch reused between steps.
+  std::vector<float> h, x, big, attended, scores;
+  QRows q;
+
+  size_t slot(int layer, int kv, int place) const {
+    return ((size_t(layer) * 2 + kv) * pool + place) * n_embd;
+  }
+};
+
+void layer_norm(const float* in, const std::vector<float>& g, const std::vector<float>& b,
+                float* out, int n) {
+  float sum = 0.f;
+  for (int i = 0; i < n; i++) sum += in[i];
+  float mean = sum / n;
+  float squares = 0.f;
+  for (int i = 0; i < n; i++) squares += (in[i] - mean) * (in[i] - mean);
+  float denominator = std::sqrt(squares / n + 1e-5f);
+  for (int i = 0; i < n; i++) out[i] = (in[i] - mean) / denominator * g[i] + b[i];
+}
+
+inline float gelu(float x) {
+  // GPT-2's tanh form; tanh(u) = 1 - 2 / (exp(2u) + 1) keeps to one libm call.
+  float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+  float t = 1.f - 2.f / (std::exp(2.f * u) + 1.f);
+  return 0.5f * x * (1.f + t);
+}
+
+void embed(const Model& m, int token, int position, float* out) {
+  const QMatrix& w = m.wte;
+  int group = token / kGroup, c = token % kGroup;
+  for (int b = 0; b < w.blocks; b++) {
+    const uint8_t* blk = w.block(group, b);
+    float scale = f16_value(blk + 2 * c);
+    for (int i = b * kBlock; i < std::min(w.k, (b + 1) * kBlock); i++) {
+      int e = i - b * kBlock;
+      int8_t q = int8_t(blk[kGroup * 2 + (e / 4) * 32 + c * 4 + e % 4]);
+      out[i] = scale * float(q) + m.wpe[size_t(position) * m.n_embd + i];
+    }
+  }
+}
+
+inline F8 load_cached(const Model& m, size_t at) {
+  return m.bf16_cache ? f8_bf16(&m.cache16[at]) : f8_load(&m.cache[at]);
+}
+
+void store_cached(Model& m, size_t at, const float* values, int n) {
+  if (m.bf16_cache)
+    for (int i = 0; i < n; i++) m.cache16[at + i] = to_bf16(values[i]);
+  else
+    std::memcpy(&m.cache[at], values, sizeof(float) * n);
+}
+
+// Attention of one row and head over the places it may see (its own included).
+void attend(const Model& m, int layer, int head, const float* query, const int32_t* places,
+            int visible, float* scores, float* out) {
+  const int size = m.n_embd / m.n_head;
+  const int offset = head * size;
+  const float scale = 1.f / std::sqrt(float(size));
+  F8 qv[16];  // head sizes up to 128
+  for (int d = 0; d < size; d += 8) qv[d / 8] = f8_load(query + offset + d);
+  float best = -INFINITY;
+  for (int l = 0; l < visible; l++) {
+    size_t at = m.slot(layer, 0, places[l]) + offset;
+    F8 acc = f8_zero();
+    for (int d = 0; d < size; d += 8) acc = f8_fma(qv[d / 8], load_cached(m, at + d), acc);
+    scores[l] = f8_sum(acc) * scale;
+    best = std::max(best, scores[l]);
+  }
+  float total = 0.f;
+  for (int l = 0; l < visible; l++) {
+    scores[l] = std::exp(scores[l] - best);
+    total += scores[l];
+  }
+  F8 acc[16];
+  for (int d = 0; d < size; d += 8) acc[d / 8] = f8_zero();
+  for (int l = 0; l < visible; l++) {
+    size_t at = m.slot(layer, 1, places[l]) + offset;
+    F8 p = f8_set(scores[l] / total);
+    for (int d = 0; d < size; d += 8) acc[d / 8] = f8_fma(p, load_cached(m, at + d), acc[d / 8]);
+  }
+  for (int d = 0; d < size; d += 8) f8_store(out + offset + d, acc[d / 8]);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ C interface
+extern "C" {
+
+int pg_has_avx2_build() { return PG_AVX2; }
+
+void* pg_create(int n_layer, int n_embd, int n_head, int n_vocab, int n_ctx, int pool,
+                int bf16_cache, int threads) {
+  if (n_embd % n_head || (n_embd / n_head) % 8 || n_embd / n_head > 128) return nullptr;
+  Model* m = new Model();
+  m->n_layer = n_layer;
+  m->n_embd = n_embd;
+  m->n_head = n_head;
+  m->n_vocab = n_vocab;
+  m->n_ctx = n_ctx;
+  m->pool = pool;
+  m->threads = threads;
+  m->bf16_cache = bf16_cache != 0;
+  m->layers.resize(n_layer);
+  // Untouched pages cost no memory: only places requests write are ever read.
+  size_t places = size_t(n_layer) * 2 * pool * n_embd;
+  if (m->bf16_cache)
+    m->cache16.resize(places);
+  else
+    m->cache.resize(places);
+  return m;
+}
+
+void pg_destroy(void* model) { delete static_cast<Model*>(model); }
+
+// Tensor roles, as the Python side names them.
+enum Role {
+  WTE = 0, WPE, LNF_G, LNF_B, LN1_G, LN1_B, ATTN_W, ATTN_B, PROJ_W, PROJ_B,
+  LN2_G, LN2_B, FC_W, FC_B, OUT_W, OUT_B
+};
+
+// Matrices arrive as the checkpoint stores them: wte [n_vocab, n_embd], conv1d
+// weights [inputs, outputs]. Returns 0, or -1 for an unknown role.
+int pg_set(void* model, int layer, int role, const float* data, long rows, long columns) {
+  Model& m = *static_cast<Model*>(model);
+  auto copy = [&](std::vector<float>& dst) { dst.assign(data, data + rows * columns); };
+  if (role == WTE) { quantize(m.wte, int(columns), int(rows), data, 1, columns); return 0; }
+  if (role == WPE) { copy(m.wpe); return 0; }
+  if (role == LNF_G) { copy(m.lnf_g); return 0; }
+  if (role == LNF_B) { copy(m.lnf_b); return 0; }
+  if (layer < 0 || layer >= m.n_layer) return -1;
+  Layer& l = m.layers[layer];
+  switch (role) {
+    case LN1_G: copy(l.ln1_g); return 0;
+    case LN1_B: copy(l.ln1_b); return 0;
+    case LN2_G: copy(l.ln2_g); return 0;
+    case LN2_B: copy(l.ln2_b); return 0;
+    case ATTN_B: copy(l.attn_b); return 0;
+    case PROJ_B: copy(l.proj_b); return 0;
+    case FC_B: copy(l.fc_b); return 0;
+    case OUT_B: copy(l.out_b); return 0;
+    case ATTN_W: quantize(l.attn, int(rows), int(columns), data, columns, 1); return 0;
+    case PROJ_W: quantize(l.proj, int(rows), int(columns), data, columns, 1); return 0;
+    case FC_W: quantize(l.fc, int(rows), int(columns), data, columns, 1); return 0;
+    case OUT_W: quantize(l.out, int(rows), int(columns), data, columns, 1); return 0;
+    default: return -1;
+  }
+}
+
+long pg_weight_bytes(void* model) {
+  Model& m = *static_cast<Model*>(model);
+  long total = long(m.wte.data.size());
+  for (const Layer& l : m.layers)
+    total += long(l.attn.data.size() + l.proj.data.size() + l.fc.data.size() + l.out.data.size());
+  return total;
+}
+
+// Runs rows of tokens at their positions (see DecoderGraph.forward for the
+// arguments' meaning); writes logits after each row's last token [B, V], or after
+// every token [B, T, V]. Returns 0, or -1 for a place or position out of range.
+int pg_forward(void* model, int batch, int steps, const int32_t* tokens, const int32_t* positions,
+               const int32_t* write_at, int kv_len, const int32_t* read_at, int all_logits,
+               float* logits) {
+  Model& m = *static_cast<Model*>(model);
+  const int e = m.n_embd, rows = batch * steps, heads = m.n_head, threads = m.threads;
+  for (int i = 0; i < rows; i++) {
+    int b = i / steps;
+    if (tokens[i] < 0 || tokens[i] >= m.n_vocab || positions[i] < 0 || positions[i] >= m.n_ctx ||
+        positions[i] >= kv_len || write_at[i] < 0 || write_at[i] >= m.pool)
+      return -1;
+    for (int l = 0; l <= positions[i]; l++)
+      if (read_at[size_t(b) * kv_len + l] < 0 || read_at[size_t(b) * kv_len + l] >= m.pool) return -1;
+  }
+  m.h.resize(size_t(rows) * e);
+  m.x.resize(size_t(rows) * e);
+  m.attended.resize(size_t(rows) * e);
+  m.big.resize(size_t(rows) * std::max(3 * e, 4 * e));
+  m.scores.resize(size_t(std::max(1, threads)) * kv_len);
+  for (int i = 0; i < rows; i++) embed(m, tokens[i], positions[i], &m.h[size_t(i) * e]);
+
+  for (int layer = 0; layer < m.n_layer; layer++) {
+    Layer& l = m.layers[layer];
+    for (int i = 0; i < rows; i++) layer_norm(&m.h[size_t(i) * e], l.ln1_g, l.ln1_b, &m.x[size_t(i) * e], e);
+    quantize_rows(m.q, m.x.data(), rows, e);
+    float* qkv = m.big.data();  // [rows, 3e]
+    matmul(l.attn, m.q, l.attn_b.data(), qkv, threads);
+    for (int i = 0; i < rows; i++) {
+      store_cached(m, m.slot(layer, 0, write_at[i]), qkv + size_t(i) * 3 * e + e, e);
+      store_cached(m, m.slot(layer, 1, write_at[i]), qkv + size_t(i) * 3 * e + 2 * e, e);
+    }
+    const int pairs = rows * heads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && pairs > 1)
+    for (int p = 0; p < pairs; p++) {
+      int i = p / heads, head = p % heads, b = i / steps;
+      float* scores = &m.scores[size_t(omp_get_thread_num()) * kv_len];
+      attend(m, layer, head, qkv + size_t(i) * 3 * e, read_at + size_t(b) * kv_len, positions[i] + 1,
+             scores, &m.attended[size_t(i) * e]);
+    }
+    quantize_rows(m.q, m.attended.data(), rows, e);
+    matmul(l.proj, m.q, l.proj_b.data(), m.x.data(), threads);
+    for (size_t i = 0; i < size_t(rows) * e; i++) m.h[i] += m.x[i];
+
+    for (int i = 0; i < rows; i++) layer_norm(&m.h[size_t(i) * e], l.ln2_g, l.ln2_b, &m.x[size_t(i) * e], e);
+    quantize_rows(m.q, m.x.data(), rows, e);
+    float* hidden = m.big.data();  // [rows, 4e]
+    matmul(l.fc, m.q, l.fc_b.data(), hidden, threads);
+    for (size_t i = 0; i < size_t(rows) * 4 * e; i++) hidden[i] = gelu(hidden[i]);
+    quantize_rows(m.q, hidden, rows, 4 * e);
+    matmul(l.out, m.q, l.out_b.data(), m.x.data(), threads);
+    for (size_t i = 0; i < size_t(rows) * e; i++) m.h[i] += m.x[i];
+  }
+
+  // Logits only for the rows asked for: every token, or each row's last one.
+  int outputs = all_logits ? rows : batch;
+  for (int o = 0; o < outputs; o++) {
+    int i = all_logits ? o : o * steps + steps - 1;
+    layer_norm(&m.h[size_t(i) * e], m.lnf_g, m.lnf_b, &m.x[size_t(o) * e], e);
+  }
+  quantize_rows(m.q, m.x.data(), outputs, e);
+  matmul(m.wte, m.q, nullptr, logits, threads);
+  return 0;
+}
+
+}  // extern "C"

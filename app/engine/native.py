@@ -1,0 +1,146 @@
+"""The engine's int8 decoder (kernels/native_decoder.cc) behind DecoderGraph's interface.
+
+The library is built twice by `python app/engine/kernels/build.py`: an AVX2 + FMA
+build (any x86-64 CPU since 2013, the EC2 t2 family included) and a generic one.
+Both give bit-identical logits; POKEGEN_KERNEL=avx2|generic forces one (tests and
+benchmarks), the default takes AVX2 where the CPU has it.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+
+import numpy as np
+
+from .checkpoint import HParams, WeightReader, layer_shapes
+from .packed_weights import KernelUnavailable
+
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
+VARIANTS = ("avx2", "generic")
+KERNEL_SETTING = "POKEGEN_KERNEL"
+
+# Tensor roles: must match enum Role in the library.
+WTE, WPE, LNF_G, LNF_B = 0, 1, 2, 3
+LAYER_ROLES = {"ln_1/g": 4, "ln_1/b": 5, "attn/c_attn/w": 6, "attn/c_attn/b": 7,
+               "attn/c_proj/w": 8, "attn/c_proj/b": 9, "ln_2/g": 10, "ln_2/b": 11,
+               "mlp/c_fc/w": 12, "mlp/c_fc/b": 13, "mlp/c_proj/w": 14, "mlp/c_proj/b": 15}
+
+
+def library_path(variant: str) -> str:
+    return os.path.join(HERE, f"native_decoder_{variant}.so")
+
+
+def cpu_has_avx2() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return {"avx2", "fma", "f16c"} <= set(flags)
+
+
+def chosen_variant() -> str:
+    forced = os.environ.get(KERNEL_SETTING, "").strip().lower()
+    if forced:
+        if forced not in VARIANTS:
+            raise KernelUnavailable(f"{KERNEL_SETTING} must be one of {', '.join(VARIANTS)}, got {forced!r}")
+        return forced
+    return "avx2" if cpu_has_avx2() else "generic"
+
+
+@functools.lru_cache(maxsize=None)
+def load_library(variant: str) -> ctypes.CDLL:
+    path = library_path(variant)
+    if not os.path.exists(path):
+        raise KernelUnavailable(f"{path} is not built (python app/engine/kernels/build.py)")
+    if variant == "avx2" and not cpu_has_avx2():
+        raise KernelUnavailable("this CPU has no AVX2 + FMA + F16C; use the generic build")
+    lib = ctypes.CDLL(path)
+    i32p = np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS")
+    f32p = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
+    c = ctypes
+    lib.pg_create.restype = c.c_void_p
+    lib.pg_create.argtypes = [c.c_int] * 8
+    lib.pg_destroy.argtypes = [c.c_void_p]
+    lib.pg_set.restype = c.c_int
+    lib.pg_set.argtypes = [c.c_void_p, c.c_int, c.c_int, f32p, c.c_long, c.c_long]
+    lib.pg_weight_bytes.restype = c.c_long
+    lib.pg_weight_bytes.argtypes = [c.c_void_p]
+    lib.pg_forward.restype = c.c_int
+    lib.pg_forward.argtypes = [c.c_void_p, c.c_int, c.c_int, i32p, i32p, i32p, c.c_int, i32p,
+                               c.c_int, f32p]
+    return lib
+
+
+class NativeDecoder:
+    """GPT-2 with int8 weights and a key/value pool of `pool_size` places; the same
+    forward() contract as DecoderGraph."""
+
+    weight_dtype = "int8"
+    min_rows = 1  # a row's logits never depend on the batch
+
+    def __init__(self, hparams: HParams, pool_size: int, threads: int = 2,
+                 cache_dtype: str = "bfloat16", max_batch: int = 1, variant: str | None = None):
+        if cache_dtype not in ("bfloat16", "float32"):
+            raise ValueError(f"cache_dtype must be bfloat16 or float32, got {cache_dtype!r}")
+        self.variant = variant or chosen_variant()
+        self.lib = load_library(self.variant)
+        self.hparams = hparams
+        self.pool_size = pool_size
+        self.max_batch = max_batch
+        self.cache_dtype = cache_dtype
+        hp = hparams
+        self._model = self.lib.pg_create(hp.n_layer, hp.n_embd, hp.n_head, hp.n_vocab, hp.n_ctx,
+                                         pool_size, int(cache_dtype == "bfloat16"), threads)
+        if not self._model:
+            raise KernelUnavailable(f"the int8 decoder needs a head size that is a multiple of 8 "
+                                    f"and at most 128, got {hp.head_size}")
+
+    def _set(self, layer: int, role: int, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array, np.float32)
+        matrix = array.reshape(-1, array.shape[-1])
+        if self.lib.pg_set(self._model, layer, role, matrix, matrix.shape[0], matrix.shape[1]) != 0:
+            raise ValueError(f"the decoder refused tensor role {role} of layer {layer}")
+
+    def load_weights(self, reader: WeightReader) -> None:
+        self._set(-1, WTE, reader.read("model/wte"))
+        self._set(-1, WPE, reader.read("model/wpe"))
+        self._set(-1, LNF_G, reader.read("model/ln_f/g"))
+        self._set(-1, LNF_B, reader.read("model/ln_f/b"))
+        for i in range(self.hparams.n_layer):
+            for name in layer_shapes(self.hparams):
+                self._set(i, LAYER_ROLES[name], reader.read(f"model/h{i}/{name}"))
+
+    def warm_up(self) -> None:
+        """One prompt and one step on the scratch page (places 0-15)."""
+        prompt = np.arange(8, dtype=np.int32)[None, :]
+        self.forward(np.zeros((1, 8), np.int32), prompt, prompt, prompt)
+        column = np.full((1, 1), 8, np.int32)
+        self.forward(np.zeros((1, 1), np.int32), column, column, np.arange(9, dtype=np.int32)[None])
+
+    def forward(self, tokens: np.ndarray, positions: np.ndarray, write_at: np.ndarray,
+                read_at: np.ndarray, all_logits: bool = False) -> np.ndarray:
+        tokens = np.ascontiguousarray(tokens, np.int32)
+        batch, steps = tokens.shape
+        read_at = np.ascontiguousarray(read_at, np.int32)
+        shape = (batch, steps, self.hparams.n_vocab) if all_logits else (batch, self.hparams.n_vocab)
+        logits = np.empty(shape, np.float32)
+        done = self.lib.pg_forward(self._model, batch, steps, tokens,
+                                   np.ascontiguousarray(positions, np.int32),
+                                   np.ascontiguousarray(write_at, np.int32), read_at.shape[1],
+                                   read_at, int(all_logits), logits)
+        if done != 0:
+            raise ValueError("a token, position or cache place is out of range")
+        return logits
+
+    def weight_bytes(self) -> int:
+        return int(self.lib.pg_weight_bytes(self._model))
+
+    def op_count(self) -> int:
+        return 0  # no graph: nothing can grow per request
+
+    def close(self) -> None:
+        if self._model:
+            self.lib.pg_destroy(self._model)
+            self._model = None

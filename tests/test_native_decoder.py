@@ -1,0 +1,139 @@
+"""The int8 native decoder: close to gpt-2-simple's float32 logits, the AVX2
+and generic builds bit for bit the same, seeded requests the same alone and
+batched, and clear errors for what it cannot do."""
+import numpy as np
+import pytest
+
+from app.engine import Engine, GenerationRequest
+from app.engine import native
+from app.engine.checkpoint import WeightReader, open_checkpoint
+from app.engine.native import NativeDecoder
+from app.engine.packed_weights import KernelUnavailable
+from app.engine.text import Tokenizer
+from engine_models import make_run, perturb_weights
+from test_engine_forward import PROMPT, reference_logits
+
+needs_avx2 = pytest.mark.skipif(not native.cpu_has_avx2(), reason="this CPU has no AVX2 + FMA")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    checkpoint_dir = str(tmp_path_factory.mktemp("checkpoint"))
+    run_dir = make_run(checkpoint_dir)
+    perturb_weights(run_dir)
+    checkpoint = open_checkpoint(checkpoint_dir, "run1")
+    return checkpoint_dir, checkpoint, Tokenizer(run_dir, checkpoint.hparams.n_vocab)
+
+
+def decoder(checkpoint, variant=None, cache_dtype="float32"):
+    d = NativeDecoder(checkpoint.hparams, pool_size=2048, threads=2, cache_dtype=cache_dtype,
+                      variant=variant)
+    d.load_weights(WeightReader(checkpoint))
+    return d
+
+
+def prompt_logits(d, tokens, base=0):
+    places = (np.arange(len(tokens)) + base)[None]
+    return d.forward(np.array([tokens]), np.arange(len(tokens))[None], places, places,
+                     all_logits=True)[0]
+
+
+@pytest.mark.parametrize("cache_dtype", ["float32", "bfloat16"])
+def test_int8_logits_stay_close_to_float32(model, cache_dtype):
+    _, checkpoint, tokenizer = model
+    tokens = tokenizer.encode(PROMPT)
+    expected = reference_logits(checkpoint, tokens)
+    ours = prompt_logits(decoder(checkpoint, cache_dtype=cache_dtype), tokens)
+    assert expected.std() > 0.5  # the perturbed model's logits carry real signal
+    error = np.sqrt(np.mean((ours - expected) ** 2)) / expected.std()
+    assert error < 0.02, error
+    agreement = np.mean(ours.argmax(-1) == expected.argmax(-1))
+    assert agreement >= 0.9, agreement
+
+
+def test_weights_take_8_5_bits_each(model):
+    _, checkpoint, _ = model
+    hp = checkpoint.hparams
+    matrices = hp.n_vocab * hp.n_embd + hp.n_layer * 12 * hp.n_embd * hp.n_embd
+    assert decoder(checkpoint).weight_bytes() == pytest.approx(matrices * 8.5 / 8, rel=0.01)
+
+
+@needs_avx2
+def test_avx2_and_generic_builds_give_identical_logits(model):
+    _, checkpoint, tokenizer = model
+    tokens = tokenizer.encode(PROMPT)
+    for cache_dtype in ("float32", "bfloat16"):
+        fast = prompt_logits(decoder(checkpoint, "avx2", cache_dtype), tokens)
+        plain = prompt_logits(decoder(checkpoint, "generic", cache_dtype), tokens)
+        assert np.array_equal(fast, plain)
+
+
+@pytest.mark.parametrize("variant", [pytest.param("avx2", marks=needs_avx2), "generic"])
+def test_a_row_is_bit_identical_alone_and_batched(model, variant):
+    _, checkpoint, tokenizer = model
+    d = decoder(checkpoint, variant)
+    rng = np.random.default_rng(1)
+    lengths = [3, 30, 7, 90, 12, 55]
+    for i, length in enumerate(lengths):
+        prompt_logits(d, rng.integers(0, tokenizer.vocab_size, length).tolist(), 300 * i)
+
+    def step(rows):
+        kv_len = max(lengths[i] for i in rows) + 1
+        read_at = np.stack([np.resize(300 * i + np.arange(lengths[i] + 1), kv_len) for i in rows])
+        return d.forward(np.full((len(rows), 1), 5), np.array([[lengths[i]] for i in rows]),
+                         np.array([[300 * i + lengths[i]] for i in rows]), read_at)
+
+    alone = {i: step([i])[0] for i in range(len(lengths))}
+    for rows in ([0, 1], [5, 4, 3, 2, 1, 0], [2, 4], [1, 3, 5, 0, 2]):
+        for row, logits in zip(rows, step(rows)):
+            assert np.array_equal(logits, alone[row]), (rows, row)
+
+
+def test_the_kernel_setting_forces_a_build_and_rejects_unknown_ones(monkeypatch):
+    monkeypatch.setenv(native.KERNEL_SETTING, "generic")
+    assert native.chosen_variant() == "generic"
+    monkeypatch.setenv(native.KERNEL_SETTING, "avx512")
+    with pytest.raises(KernelUnavailable, match="POKEGEN_KERNEL must be one of avx2, generic"):
+        native.chosen_variant()
+
+
+def test_a_place_out_of_the_pool_is_refused(model):
+    _, checkpoint, _ = model
+    d = decoder(checkpoint)
+    with pytest.raises(ValueError, match="out of range"):
+        d.forward(np.zeros((1, 1)), np.zeros((1, 1)), np.array([[2048]]), np.array([[0]]))
+
+
+def test_seeded_requests_match_alone_and_batched_in_the_engine(model):
+    checkpoint_dir, _, _ = model
+    engine = Engine(checkpoint_dir, "run1", max_batch=4, weight_dtype="int8")
+    engine.start()
+    try:
+        assert engine.wait_ready(120), engine.error
+        assert engine.info["limits"]["weight_dtype"] == "int8"
+
+        def request(seed):
+            return GenerationRequest(prefix="Ash and Misty", length=24, seed=seed, stop_at_end=False,
+                                     truncate=False)
+
+        alone = engine.submit(request(7)).result(timeout=60).text
+        together = [engine.submit(request(seed)) for seed in (7, 8, 9)]
+        texts = [g.result(timeout=60).text for g in together]
+    finally:
+        engine.close()
+    assert texts[0] == alone
+    assert len(set(texts)) == 3
+
+
+def test_engine_serves_bfloat16_when_the_library_is_missing(model, monkeypatch, tmp_path):
+    checkpoint_dir, _, _ = model
+    monkeypatch.setattr(native, "HERE", str(tmp_path))
+    native.load_library.cache_clear()
+    engine = Engine(checkpoint_dir, "run1", max_batch=2, weight_dtype="int8")
+    engine.start()
+    try:
+        assert engine.wait_ready(120), engine.error
+        assert engine.info["limits"]["weight_dtype"] == "bfloat16"
+    finally:
+        engine.close()
+        native.load_library.cache_clear()
