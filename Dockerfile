@@ -27,19 +27,22 @@ ARG PIP_TRUSTED_HOST
 RUN set -eu; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r /tmp/pip/requirements.txt; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps -r /tmp/pip/requirements-nodeps.txt
-# The engine's bfloat16 kernel is compiled here, against this TensorFlow. After that TensorFlow's
+# The engine's kernels are compiled here: the bfloat16 op against this TensorFlow, and the
+# int8 decoder's AVX2 and generic builds. After that TensorFlow's
 # C++ headers and libclang serve nothing: about 350 MB less to ship.
 COPY app/engine/kernels/ /tmp/kernels/
 RUN set -eu; \
     /opt/venv/bin/python /tmp/kernels/build.py --output /opt/kernels/packed_bf16_matmul.so; \
+    cp /tmp/kernels/native_decoder_avx2.so /tmp/kernels/native_decoder_generic.so /opt/kernels/; \
     rm -rf /opt/venv/lib/python3.11/site-packages/tensorflow/include; \
     /opt/venv/bin/pip uninstall -y -q libclang pip wheel
 
 # ---- runtime: Python, the venv and an unprivileged user ---------------------------------------
 FROM ${BASE_IMAGE} AS runtime
-# libpython3.11: the uWSGI binary built above embeds Python through it.
+# libpython3.11: the uWSGI binary built above embeds Python through it; libgomp1: the int8
+# decoder's threads.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 libpython3.11 \
+ && apt-get install -y --no-install-recommends python3 libpython3.11 libgomp1 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 pokegen \
  && useradd --uid 10001 --gid pokegen --home-dir /srv/pokegen --no-create-home \

@@ -123,11 +123,11 @@ def test_an_episode_through_nginx_on_port_5000(stack):
     assert again.json()["text"] == episode["text"]
 
 
-def test_the_image_serves_bfloat16_weights_with_its_own_kernel(stack):
-    """The kernel is compiled in the image's build stage: without it the
-    engine would fall back to float32 weights."""
+def test_the_image_serves_int8_weights_with_its_own_kernel(stack):
+    """The int8 decoder is compiled in the image's build stage and finds its
+    runtime there: without either the engine would fall back to bfloat16."""
     limits = requests.get(URL + "/info", timeout=30).json()["limits"]
-    assert limits["weight_dtype"] == "bfloat16"
+    assert limits["weight_dtype"] == "int8"
 
 
 def test_the_page_and_its_files_load(stack):

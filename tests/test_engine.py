@@ -246,7 +246,7 @@ def test_without_the_kernel_the_engine_serves_float32_weights_and_says_why(
         raise packed_weights.KernelUnavailable("kernel.so is not built")
 
     monkeypatch.setattr(packed_weights, "load_kernel", missing)
-    engine = started(checkpoint_dir, max_batch=2)
+    engine = started(checkpoint_dir, max_batch=2, weight_dtype="bfloat16")
     try:
         assert engine.info["limits"]["weight_dtype"] == "float32"
         assert engine.submit(GenerationRequest(prefix="Ash", length=5, stop_at_end=False)
@@ -256,5 +256,5 @@ def test_without_the_kernel_the_engine_serves_float32_weights_and_says_why(
     assert "serving float32 weights" in caplog.text and "kernel.so is not built" in caplog.text
 
 
-def test_the_default_engine_holds_bfloat16_weights(engine):
-    assert engine.info["limits"]["weight_dtype"] == "bfloat16"
+def test_the_default_engine_holds_int8_weights(engine):
+    assert engine.info["limits"]["weight_dtype"] == "int8"

@@ -41,7 +41,7 @@ class Engine:
     def __init__(self, checkpoint_dir: str, run_name: str = "run1", *,
                  max_batch: int = 3, max_queue: int = 16, queue_timeout: float = 30.0,
                  threads: int | None = None, cache_tokens: int | None = None,
-                 cache_dtype: str = "bfloat16", weight_dtype: str = "bfloat16"):
+                 cache_dtype: str = "bfloat16", weight_dtype: str = "int8"):
         """weight_dtype: bfloat16 (the packed kernel; float32 with a warning
         when it is not built), float32, or int8 (the native decoder, native.py).
 
