@@ -84,3 +84,16 @@ bench: venv system-packages
 reliability: venv system-packages
 	$(PY) -m pytest tests/test_hardening_e2e.py tests/test_faults_e2e.py tests/test_soak_e2e.py \
 	  tests/test_fuzz_api.py tests/test_crawler.py
+
+# Peers for benchmarks/peer_speed.py, kept out of the project's install: build/peers-venv (torch's
+# CPU build, transformers, CTranslate2) and llama.cpp's benchmark tools built twice, for this CPU
+# and for AVX2 + FMA only (benchmarks/peers/setup.sh; minutes once, skipped when built). Then the
+# side-by-side run; the latest figures are in docs/benchmarks.md. PEER_ARGS passes options, e.g.
+# PEER_ARGS="--quick --peers llama,ct2".
+.PHONY: bench-peers-setup bench-peers
+bench-peers-setup:
+	@scripts/install-system-packages.sh cmake=cmake ninja=ninja-build g++=g++
+	PYTHON=$(PYTHON) benchmarks/peers/setup.sh
+
+bench-peers: venv bench-peers-setup
+	$(PY) benchmarks/peer_speed.py $(PEER_ARGS)

@@ -9,6 +9,7 @@ project's scratch-model builder when the run folder does not exist yet.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -50,6 +51,8 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=2, help="runs per concurrency (best kept)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", action="store_true",
+                        help="also print one last line {concurrency: tokens/s} for other scripts")
     args = parser.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
 
@@ -69,10 +72,11 @@ def main() -> None:
     if not engine.wait_ready(600):
         sys.exit(f"engine failed: {engine.error}")
     print(f"ready in {time.perf_counter() - started:.1f} s, {engine.graph_ops()} graph ops, "
-          f"RSS {rss_mib():.0f} MiB", flush=True)
+          f"{engine.weight_dtype} weights, RSS {rss_mib():.0f} MiB", flush=True)
     engine.submit(GenerationRequest(length=16)).result()
 
     print(f"{'concurrent':>10} {'tokens/s':>9} {'first token p50':>16} {'RSS MiB':>8}")
+    rates = {}
     for level in levels:
         best, firsts = 0.0, []
         for _ in range(args.rounds):
@@ -81,7 +85,10 @@ def main() -> None:
                 best, firsts = rate, first
         print(f"{level:>10} {best:>9.1f} {statistics.median(firsts) * 1000:>13.0f} ms {rss_mib():>8.0f}",
               flush=True)
+        rates[str(level)] = best
     engine.close()
+    if args.json:
+        print(json.dumps(rates), flush=True)
 
 
 if __name__ == "__main__":
