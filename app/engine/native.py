@@ -56,7 +56,10 @@ def load_library(variant: str) -> ctypes.CDLL:
         raise KernelUnavailable(f"{path} is not built (python app/engine/kernels/build.py)")
     if variant == "avx2" and not cpu_has_avx2():
         raise KernelUnavailable("this CPU has no AVX2 + FMA + F16C; use the generic build")
-    lib = ctypes.CDLL(path)
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as e:  # e.g. its OpenMP runtime (libgomp1) is not installed
+        raise KernelUnavailable(f"{path} does not load: {e}") from None
     i32p = np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS")
     f32p = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
     c = ctypes
