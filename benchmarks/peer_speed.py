@@ -3,7 +3,7 @@ transformers, side by side in one run, on one random checkpoint of GPT-2
 small's shape.
 
     make bench-peers                                   # sets the peers up, then runs this
-    python benchmarks/peer_speed.py                    # about 15 minutes on 2 quiet cores
+    python benchmarks/peer_speed.py                    # about 20 minutes on 2 quiet cores
     python benchmarks/peer_speed.py --quick --peers llama,ct2
 
 1. Builds the checkpoint once (build/bench/gpt2-small, shared with service_speed.py).
@@ -139,6 +139,7 @@ def measure_llama(models: dict[str, str], streams: list[int], length: int, round
                                                                length, 2, rounds)
                 except llama_cpp.ToolFailed as e:
                     row.note = str(e)
+                log_row(row)
             rows.append(row)
     return rows
 
@@ -161,10 +162,17 @@ def attempt(row: Row, measure, needs_venv: bool = False) -> Row:
         row.note = NOT_SET_UP
         return row
     try:
-        return measure(row)
+        row = measure(row)
     except RuntimeError as e:
         row.note = f"failed: {e}"
-        return row
+    log_row(row)
+    return row
+
+
+def log_row(row: Row) -> None:
+    """Each figure as soon as it is known, so that a cut-short run still tells something."""
+    figures = ", ".join(f"{n}: {rate:.1f}" for n, rate in row.rates.items())
+    log(f"{row.peer} {row.weights} {row.setting}: {figures or row.note}")
 
 
 # ------------------------------------------------------------------ report
@@ -222,6 +230,7 @@ def main() -> None:
     os.makedirs(exports, exist_ok=True)
     hf_dir = export(run_dir, os.path.join(exports, "hf"), "hf") if {"ct2", "hf"} & set(chosen) else ""
 
+    load_at_start = os.getloadavg()[0]
     rows: list[Row] = []
     if "pokegen" in chosen:
         log("pokegen engine")
@@ -242,12 +251,14 @@ def main() -> None:
             return row
         rows.append(attempt(Row("transformers", "float32", "generate(), greedy"), run_hf, needs_venv=True))
 
+    load_at_end = os.getloadavg()[0]
     print(f"\nModel: {model_description(args.checkpoint_dir)}")
-    print(f"CPU: {cpu_description()}")
+    print(f"CPU: {cpu_description()}; load average {load_at_start:.2f} at start, {load_at_end:.2f} at end")
     print(f"{args.length} new tokens per stream after a {PROMPT_TOKENS}-token prompt, 2 threads; "
           f"aggregate tokens/s, best of {args.rounds}; (x) = ratio to the fastest peer\n")
     print(format_table(rows, streams))
-    print(f"\nrerun: {shlex.join(['python', 'benchmarks/peer_speed.py', *sys.argv[1:]])}")
+    print(f"\nrerun: {shlex.join(['.venv/bin/python', 'benchmarks/peer_speed.py', *sys.argv[1:]])}"
+          f" (or make bench-peers)")
 
 
 if __name__ == "__main__":
