@@ -15,6 +15,17 @@ def make_run(checkpoint_dir: str, run_name: str = "run1", preset: str = "tiny", 
     return run_dir
 
 
+def perturbed_model(checkpoint_dir: str):
+    """A tiny run with every weight perturbed: (checkpoint_dir, checkpoint, tokenizer)."""
+    from app.engine.checkpoint import open_checkpoint
+    from app.engine.text import Tokenizer
+
+    run_dir = make_run(checkpoint_dir)
+    perturb_weights(run_dir)
+    checkpoint = open_checkpoint(checkpoint_dir, "run1")
+    return checkpoint_dir, checkpoint, Tokenizer(run_dir, checkpoint.hparams.n_vocab)
+
+
 def perturb_weights(run_dir: str, seed: int = 0) -> None:
     """Adds noise to every weight, layer norms and biases included (a fresh
     model has them at 1 and 0), so that a forward pass that mishandles any

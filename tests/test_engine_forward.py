@@ -10,22 +10,18 @@ import tensorflow as tf
 from gpt_2_simple.src import model as gpt2_model
 
 from app.engine import Engine, GenerationRequest
-from app.engine.checkpoint import WeightReader, open_checkpoint
+from app.engine.checkpoint import WeightReader
 from app.engine.graph import DecoderGraph
+from app.engine import native
 from app.engine.native import NativeDecoder
-from app.engine.text import Tokenizer
-from engine_models import make_run, perturb_weights
+from engine_models import perturbed_model
 
 PROMPT = "Ash and Pikachu reach Viridian City, where Nurse Joy heals the injured Pokemon."
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    checkpoint_dir = str(tmp_path_factory.mktemp("checkpoint"))
-    run_dir = make_run(checkpoint_dir)
-    perturb_weights(run_dir)
-    checkpoint = open_checkpoint(checkpoint_dir, "run1")
-    return checkpoint_dir, checkpoint, Tokenizer(run_dir, checkpoint.hparams.n_vocab)
+    return perturbed_model(str(tmp_path_factory.mktemp("checkpoint")))
 
 
 # Weights as the engine serves them (bfloat16, the packed kernel), as the
@@ -47,10 +43,7 @@ def run(request, model):
 def graph_is_batch_variant_here(graph) -> bool:
     """The TensorFlow paths keep rows independent only where AVX-512 is present
     (measured: on an AVX2-only AMD EPYC they do not)."""
-    if graph.weight_dtype == "int8":
-        return False
-    with open("/proc/cpuinfo") as f:
-        return "avx512f" not in f.read()
+    return graph.weight_dtype != "int8" and "avx512f" not in native.cpu_flags()
 
 
 def at(base, positions):

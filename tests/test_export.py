@@ -10,13 +10,12 @@ import sys
 import gguf
 import numpy as np
 import pytest
-import tensorflow as tf
-from gpt_2_simple.src import model as gpt2_model
 from safetensors.numpy import load_file
 
 import export_model
 from app.engine.checkpoint import END_OF_TEXT, WeightReader, open_checkpoint
 from engine_models import make_run, perturb_weights
+from test_engine_forward import reference_logits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENS = [314, 265, 317, 375, 287, 220, 53, 72, 81, 72, 67, 72, 64, 77, 220, 34, 274, 88]
@@ -36,19 +35,6 @@ def weights(run_dir):
     reader = WeightReader(open_checkpoint(os.path.dirname(run_dir), "run1"))
     return {name: reader.read(name) for name in reader.reader.get_variable_to_shape_map()
             if name.startswith("model/")}
-
-
-def gpt2_simple_logits(run_dir, tokens):
-    hparams = gpt2_model.default_hparams()
-    with open(os.path.join(run_dir, "hparams.json")) as f:
-        hparams.override_from_dict(json.load(f))
-    graph = tf.Graph()
-    with graph.as_default():
-        context = tf.compat.v1.placeholder(tf.int32, [1, None])
-        output = gpt2_model.model(hparams=hparams, X=context)
-        with tf.compat.v1.Session(graph=graph) as sess:
-            tf.compat.v1.train.Saver().restore(sess, tf.train.latest_checkpoint(run_dir))
-            return sess.run(output["logits"], {context: [tokens]})[0]
 
 
 def hf_logits(folder, tokens):
@@ -87,7 +73,7 @@ def hf_folder(run_dir, tmp_path_factory):
 
 
 def test_hf_folder_gives_gpt2_simple_logits(run_dir, hf_folder):
-    expected = gpt2_simple_logits(run_dir, TOKENS)
+    expected = reference_logits(open_checkpoint(os.path.dirname(run_dir), "run1"), TOKENS)
     ours = hf_logits(hf_folder, TOKENS)
     assert expected.std() > 0.5  # real signal, not a flat model
     np.testing.assert_allclose(ours, expected, rtol=0, atol=LOGITS_TOLERANCE)

@@ -6,23 +6,18 @@ import pytest
 
 from app.engine import Engine, GenerationRequest
 from app.engine import native
-from app.engine.checkpoint import WeightReader, open_checkpoint
+from app.engine.checkpoint import WeightReader
 from app.engine.native import NativeDecoder
 from app.engine.packed_weights import KernelUnavailable
-from app.engine.text import Tokenizer
-from engine_models import make_run, perturb_weights
-from test_engine_forward import PROMPT, reference_logits
+from engine_models import perturbed_model
+from test_engine_forward import PROMPT, prompt_logits, reference_logits
 
 needs_avx2 = pytest.mark.skipif(not native.cpu_has_avx2(), reason="this CPU has no AVX2 + FMA")
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    checkpoint_dir = str(tmp_path_factory.mktemp("checkpoint"))
-    run_dir = make_run(checkpoint_dir)
-    perturb_weights(run_dir)
-    checkpoint = open_checkpoint(checkpoint_dir, "run1")
-    return checkpoint_dir, checkpoint, Tokenizer(run_dir, checkpoint.hparams.n_vocab)
+    return perturbed_model(str(tmp_path_factory.mktemp("checkpoint")))
 
 
 def decoder(checkpoint, variant=None, cache_dtype="float32"):
@@ -32,10 +27,8 @@ def decoder(checkpoint, variant=None, cache_dtype="float32"):
     return d
 
 
-def prompt_logits(d, tokens, base=0):
-    places = (np.arange(len(tokens)) + base)[None]
-    return d.forward(np.array([tokens]), np.arange(len(tokens))[None], places, places,
-                     all_logits=True)[0]
+def all_logits(d, tokens, base=0):
+    return prompt_logits(d, tokens, base, all_logits=True)[0]
 
 
 @pytest.mark.parametrize("cache_dtype", ["float32", "bfloat16"])
@@ -43,7 +36,7 @@ def test_int8_logits_stay_close_to_float32(model, cache_dtype):
     _, checkpoint, tokenizer = model
     tokens = tokenizer.encode(PROMPT)
     expected = reference_logits(checkpoint, tokens)
-    ours = prompt_logits(decoder(checkpoint, cache_dtype=cache_dtype), tokens)
+    ours = all_logits(decoder(checkpoint, cache_dtype=cache_dtype), tokens)
     assert expected.std() > 0.5  # the perturbed model's logits carry real signal
     error = np.sqrt(np.mean((ours - expected) ** 2)) / expected.std()
     assert error < 0.02, error
@@ -63,8 +56,8 @@ def test_avx2_and_generic_builds_give_identical_logits(model):
     _, checkpoint, tokenizer = model
     tokens = tokenizer.encode(PROMPT)
     for cache_dtype in ("float32", "bfloat16"):
-        fast = prompt_logits(decoder(checkpoint, "avx2", cache_dtype), tokens)
-        plain = prompt_logits(decoder(checkpoint, "generic", cache_dtype), tokens)
+        fast = all_logits(decoder(checkpoint, "avx2", cache_dtype), tokens)
+        plain = all_logits(decoder(checkpoint, "generic", cache_dtype), tokens)
         assert np.array_equal(fast, plain)
 
 
@@ -75,7 +68,7 @@ def test_a_row_is_bit_identical_alone_and_batched(model, variant):
     rng = np.random.default_rng(1)
     lengths = [3, 30, 7, 90, 12, 55]
     for i, length in enumerate(lengths):
-        prompt_logits(d, rng.integers(0, tokenizer.vocab_size, length).tolist(), 300 * i)
+        all_logits(d, rng.integers(0, tokenizer.vocab_size, length).tolist(), 300 * i)
 
     def step(rows):
         kv_len = max(lengths[i] for i in rows) + 1

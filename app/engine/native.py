@@ -31,13 +31,17 @@ def library_path(variant: str) -> str:
     return os.path.join(HERE, f"native_decoder_{variant}.so")
 
 
-def cpu_has_avx2() -> bool:
+def cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+            return set(next((line.split(":", 1)[1].split() for line in f
+                             if line.startswith("flags")), []))
     except OSError:
-        return False
-    return {"avx2", "fma", "f16c"} <= set(flags)
+        return set()
+
+
+def cpu_has_avx2() -> bool:
+    return {"avx2", "fma", "f16c"} <= cpu_flags()
 
 
 def chosen_variant() -> str:

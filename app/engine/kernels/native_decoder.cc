@@ -355,8 +355,6 @@ void attend(const Model& m, int layer, int head, const float* query, const int32
 // ------------------------------------------------------------------ C interface
 extern "C" {
 
-int pg_has_avx2_build() { return PG_AVX2; }
-
 void* pg_create(int n_layer, int n_embd, int n_head, int n_vocab, int n_ctx, int pool,
                 int bf16_cache, int threads) {
   if (n_embd % n_head || (n_embd / n_head) % 8 || n_embd / n_head > 128) return nullptr;
@@ -442,7 +440,7 @@ int pg_forward(void* model, int batch, int steps, const int32_t* tokens, const i
   m.h.resize(size_t(rows) * e);
   m.x.resize(size_t(rows) * e);
   m.attended.resize(size_t(rows) * e);
-  m.big.resize(size_t(rows) * std::max(3 * e, 4 * e));
+  m.big.resize(size_t(rows) * 4 * e);  // the qkv rows (3e), then the MLP (4e)
   m.scores.resize(size_t(std::max(1, threads)) * kv_len);
   for (int i = 0; i < rows; i++) embed(m, tokens[i], positions[i], &m.h[size_t(i) * e]);
 
