@@ -226,6 +226,10 @@ def export(run_dir: str, output: str, fmt: str, outtype: str = "f32", force: boo
 
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
+    # Here, not at the top: scratch_model imports TensorFlow, whose start-up
+    # notes would come before a bad argument's one-line error.
+    from scratch_model import move_into_place
+
     build_dir = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output)}.exporting-")
     try:
         if fmt == "hf":
@@ -251,17 +255,6 @@ def share(path: str, mode: int) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, mode & ~umask)
-
-
-def move_into_place(built: str, output: str) -> None:
-    """Renames `built` to `output`; an older output there goes only once the new one is in place."""
-    old = None
-    if os.path.lexists(output):
-        old = tempfile.mkdtemp(dir=os.path.dirname(output), prefix=".replaced-")
-        os.rename(output, os.path.join(old, "old"))
-    os.rename(built, output)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -153,20 +153,21 @@ def create_model_dir(model_dir, preset, corpus_files=None, seed=0):
         hparams["n_vocab"] = train_tokenizer(corpus_files, build_dir, hparams["n_vocab"])
         _write_atomically(os.path.join(build_dir, "hparams.json"), json.dumps(hparams, indent=2) + "\n")
         write_initial_checkpoint(build_dir, hparams, seed=seed)
-        _move_into_place(build_dir, model_dir)
+        move_into_place(build_dir, model_dir)
     except BaseException:
         shutil.rmtree(build_dir, ignore_errors=True)
         raise
     return hparams
 
 
-def _move_into_place(build_dir, model_dir):
-    """Rename build_dir to model_dir, replacing an older model folder there."""
+def move_into_place(built, output):
+    """Renames `built` (a file or folder) to `output`; an older output there goes
+    only once the new one is in place."""
     old_dir = None
-    if os.path.exists(model_dir):
-        old_dir = tempfile.mkdtemp(dir=os.path.dirname(model_dir), prefix=".replaced-")
-        os.rename(model_dir, os.path.join(old_dir, "model"))
-    os.rename(build_dir, model_dir)
+    if os.path.lexists(output):
+        old_dir = tempfile.mkdtemp(dir=os.path.dirname(output), prefix=".replaced-")
+        os.rename(output, os.path.join(old_dir, "old"))
+    os.rename(built, output)
     if old_dir:
         shutil.rmtree(old_dir, ignore_errors=True)
 
