@@ -110,7 +110,7 @@ def test_probes_and_info(stack):
     assert info["hparams"]["n_ctx"] == 1024 and info["state"] == "ready"
     assert info["limits"]["max_batch"] == 3 and info["limits"]["max_length"] == 1023
     assert info["limits"]["weight_dtype"] == "int8"  # make venv built the kernel
-    assert info["graph_ops"] > 0
+    assert info["graph_ops"] == 0  # the native decoder runs no TensorFlow graph
 
 
 def test_stream_delivers_the_first_piece_before_the_generation_ends(stack):
