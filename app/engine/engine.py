@@ -19,7 +19,8 @@ from .generation import Generation
 from .graph import DecoderGraph
 from .native import NativeDecoder
 from .packed_weights import KernelUnavailable
-from .scheduler import Scheduler
+from .runner import StepRunner
+from .scheduler import Scheduler, SchedulerSettings
 from .text import Tokenizer
 from .types import Busy, GenerationRequest, ModelLoadError
 
@@ -41,7 +42,8 @@ class Engine:
     def __init__(self, checkpoint_dir: str, run_name: str = "run1", *,
                  max_batch: int = 3, max_queue: int = 16, queue_timeout: float = 30.0,
                  threads: int | None = None, cache_tokens: int | None = None,
-                 cache_dtype: str = "bfloat16", weight_dtype: str = "int8"):
+                 cache_dtype: str = "bfloat16", weight_dtype: str = "int8",
+                 scheduling: SchedulerSettings | None = None):
         """weight_dtype: bfloat16 (the packed kernel; float32 with a warning
         when it is not built), float32, or int8 (the native decoder, native.py).
 
@@ -60,6 +62,7 @@ class Engine:
         self.cache_tokens = cache_tokens
         self.cache_dtype = cache_dtype
         self.weight_dtype = weight_dtype
+        self.scheduling = scheduling or SchedulerSettings()
         self.state = LOADING
         self.error: str | None = None
         self.model_name = run_name
@@ -145,8 +148,9 @@ class Engine:
             raise
         self._tokenizer, self._graph = tokenizer, graph
         _return_freed_memory()
-        self._scheduler = Scheduler(graph, tokenizer, self._queue, self.model_name,
-                                    on_finish=self._note_finished, retry_after=self._retry_after)
+        self._scheduler = Scheduler(StepRunner(graph), tokenizer, self._queue, self.model_name,
+                                    settings=self.scheduling, on_finish=self._note_finished,
+                                    retry_after=self._retry_after)
 
     def _new_graph(self, checkpoint: Checkpoint, pool_size: int) -> DecoderGraph:
         if self.weight_dtype == "int8":
@@ -229,6 +233,7 @@ class Engine:
         }
 
     def stats(self) -> dict:
+        scheduler = self._scheduler
         return {
             "state": self.state,
             "in_flight": self._queue.in_flight,
@@ -237,6 +242,8 @@ class Engine:
             "max_queue": self.max_queue,
             "finished": self._finished,
             "graph_ops": self.graph_ops(),
+            "draft_tokens": scheduler.drafted if scheduler else 0,
+            "draft_tokens_accepted": scheduler.accepted if scheduler else 0,
         }
 
     def graph_ops(self) -> int:

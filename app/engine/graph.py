@@ -57,7 +57,7 @@ class DecoderGraph:
             packed_weights.load_kernel()
         self.weight_dtype = weight_dtype
         # Fewest rows a decoding step runs for a row's logits not to depend on
-        # the batch (see Scheduler._batch).
+        # the batch (see StepRunner._decode_batch).
         self.min_rows = 1 if self.packed else 2
         self.hparams = hparams
         self.pool_size = pool_size  # positions in the key/value pool

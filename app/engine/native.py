@@ -75,8 +75,8 @@ def load_library(variant: str) -> ctypes.CDLL:
     lib.pg_weight_bytes.restype = c.c_long
     lib.pg_weight_bytes.argtypes = [c.c_void_p]
     lib.pg_forward.restype = c.c_int
-    lib.pg_forward.argtypes = [c.c_void_p, c.c_int, c.c_int, i32p, i32p, i32p, c.c_int, i32p,
-                               c.c_int, f32p]
+    lib.pg_forward.argtypes = [c.c_void_p, c.c_int, i32p, i32p, i32p, i32p, c.c_int, c.c_int,
+                               i32p, c.c_int, i32p, f32p]
     return lib
 
 
@@ -128,17 +128,35 @@ class NativeDecoder:
 
     def forward(self, tokens: np.ndarray, positions: np.ndarray, write_at: np.ndarray,
                 read_at: np.ndarray, all_logits: bool = False) -> np.ndarray:
-        tokens = np.ascontiguousarray(tokens, np.int32)
+        """DecoderGraph's rectangular form: B rows of T tokens; logits [B, V] after
+        each row's last token, or [B, T, V] after every token."""
+        tokens = np.asarray(tokens, np.int32)
         batch, steps = tokens.shape
+        row_seq = np.repeat(np.arange(batch, dtype=np.int32), steps)
+        if all_logits:
+            output_rows = np.arange(batch * steps, dtype=np.int32)
+        else:
+            output_rows = np.arange(steps - 1, batch * steps, steps, dtype=np.int32)
+        logits = self.forward_rows(tokens.ravel(), np.asarray(positions).ravel(),
+                                   np.asarray(write_at).ravel(), row_seq, read_at, output_rows)
+        return logits.reshape(batch, steps, -1) if all_logits else logits
+
+    def forward_rows(self, tokens: np.ndarray, positions: np.ndarray, write_at: np.ndarray,
+                     row_seq: np.ndarray, read_at: np.ndarray, output_rows: np.ndarray) -> np.ndarray:
+        """Any mix of sequences' rows in one pass (see pg_forward): token i at
+        positions[i], written at write_at[i], reading read_at[row_seq[i]];
+        logits [len(output_rows), V] after the rows named."""
+        tokens = np.ascontiguousarray(tokens, np.int32)
         read_at = np.ascontiguousarray(read_at, np.int32)
-        shape = (batch, steps, self.hparams.n_vocab) if all_logits else (batch, self.hparams.n_vocab)
-        logits = np.empty(shape, np.float32)
-        done = self.lib.pg_forward(self._model, batch, steps, tokens,
+        output_rows = np.ascontiguousarray(output_rows, np.int32)
+        logits = np.empty((output_rows.size, self.hparams.n_vocab), np.float32)
+        done = self.lib.pg_forward(self._model, tokens.size, tokens,
                                    np.ascontiguousarray(positions, np.int32),
-                                   np.ascontiguousarray(write_at, np.int32), read_at.shape[1],
-                                   read_at, int(all_logits), logits)
+                                   np.ascontiguousarray(write_at, np.int32),
+                                   np.ascontiguousarray(row_seq, np.int32), read_at.shape[0],
+                                   read_at.shape[1], read_at, output_rows.size, output_rows, logits)
         if done != 0:
-            raise ValueError("a token, position or cache place is out of range")
+            raise ValueError("a token, position, cache place or row is out of range")
         return logits
 
     def weight_bytes(self) -> int:

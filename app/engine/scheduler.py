@@ -1,25 +1,34 @@
-"""The decoding loop: continuous batching over the key/value pool.
+"""Deciding what each decoding step runs, and taking its results.
 
-One thread owns the TensorFlow session. Each turn it starts the requests that
-got a slot (running their prompt alone, which also yields their first
-token) as long as the pool has room for them, then advances every running
-request by one token in a single batched step. A request leaves the batch as
-soon as it is done or cancelled; its slot goes to the next one in the queue
-and its pool places to whoever needs them.
+The scheduler owns every request from the moment it holds a slot to its
+answer. Each step it plans (`schedule()`): one row for each decoding
+sequence, plus the draft tokens it guesses for those that speculate, plus a
+chunk of the prompts still being read, within a budget of prompt tokens so
+that a long prefix never stalls the running streams for long. The runner
+executes the plan in one pass over the weights; `update()` then samples, checks
+the drafts, streams pieces and ends the sequences that are done.
+
+Speculation never changes an answer: a sequence samples each position from the
+target model's own logits with its own generator, exactly as without drafts,
+and a draft is kept only while it equals the token sampled. For drafts that are
+a single guess (probability one on one token) this is the standard
+rejection-sampling rule: accept with probability p(draft), else sample from p
+without the draft.
 """
 from __future__ import annotations
 
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .admission import GenerationQueue
 from .cache_pool import CachePool
+from .drafts import PromptLookup
 from .generation import Generation
-from .graph import DecoderGraph
+from .runner import Segment, StepRunner
 from .sampling import TokenSampler
 from .text import PieceDecoder, Tokenizer, cut_to_last_sentence
 from .types import Busy, GenerationResult
@@ -28,35 +37,67 @@ log = logging.getLogger("pokegen.engine")
 
 
 @dataclass
-class RunningSequence:
+class SchedulerSettings:
+    # Prompt tokens read per step while other sequences are decoding: each one
+    # adds about one row's work to the step that every running stream waits for.
+    prefill_chunk: int = 16
+    # Prompt tokens per step when nobody is decoding (a bound only so that the
+    # loop still notices cancellations and new requests between chunks).
+    idle_prefill_chunk: int = 256
+    # Draft tokens a sequence may verify per step (0: no speculation) ...
+    speculative_tokens: int = 4
+    # ... while at most this many sequences decode: past it, rows of other
+    # requests are worth more than guesses.
+    speculate_up_to: int = 2
+
+
+@dataclass
+class Sequence:
     generation: Generation
-    pages: list[int]       # reserved in the pool
-    places: np.ndarray     # pool place of each position
-    position: int          # position of the next token fed to the model
-    last_token: int
-    limit: int             # tokens to generate
+    prompt: list[int]
+    pages: list[int]        # reserved in the pool
+    places: np.ndarray      # pool place of each position
+    limit: int              # tokens to generate
     sampler: TokenSampler
     decoder: PieceDecoder
+    drafts: PromptLookup | None
     started_at: float
+    read: int = 0           # prompt tokens whose keys and values are in the pool
+    last_token: int = -1    # the latest token, fed to the model at `position`
     produced: int = 0
     pieces: list[str] = field(default_factory=list)
-    ended: bool = False    # end-of-text sampled
+
+    @property
+    def prefilling(self) -> bool:
+        return self.read < len(self.prompt)
+
+    @property
+    def position(self) -> int:
+        return len(self.prompt) + self.produced - 1
 
 
 class Scheduler:
-    def __init__(self, graph: DecoderGraph, tokenizer: Tokenizer, queue: GenerationQueue,
-                 model_name: str, on_finish=None, retry_after=None):
-        self.graph = graph
+    def __init__(self, runner: StepRunner, tokenizer: Tokenizer, queue: GenerationQueue,
+                 model_name: str, settings: SchedulerSettings | None = None,
+                 on_finish=None, retry_after=None):
+        self.runner = runner
         self.tokenizer = tokenizer
         self.queue = queue
         self.model_name = model_name
+        self.settings = replace(settings or SchedulerSettings())  # a copy: adjusted below
+        if not runner.ragged:
+            # Rectangles only: no drafts, and each prompt read whole, as one call.
+            self.settings.speculative_tokens = 0
+            self.settings.prefill_chunk = self.settings.idle_prefill_chunk = runner.n_ctx
         self.on_finish = on_finish or (lambda seconds: None)
         self.retry_after = retry_after or (lambda: 1)
-        self.pool = CachePool(graph.pool_size)
+        self.pool = CachePool(runner.pool_size)
         self.starting: deque[Generation] = deque()  # have a slot, wait for pool room
-        self.running: list[RunningSequence] = []
+        self.running: list[Sequence] = []
         self.stopping = False
         self.stop_deadline = float("inf")
+        self.drafted = 0   # draft tokens checked, and of them kept: the acceptance rate
+        self.accepted = 0
 
     # ------------------------------------------------------------------ loop
     def run(self) -> None:
@@ -80,12 +121,20 @@ class Scheduler:
                 self.starting.popleft().fail(Busy("the service is shutting down",
                                                   retry_after=self.retry_after()))
         self._start_what_fits()
+        for seq in [s for s in self.running if s.generation.cancelled]:
+            self._finish(seq, "cancelled")
         if not self.running:
             if self.stopping and not self.queue.in_flight and not self.starting:
                 return True
             self.queue.wait_for_work(self._idle_timeout())
             return False
-        self._step()
+        plan = self.schedule()
+        try:
+            logits = self.runner.run(plan, self.pool)
+        except Exception as e:  # the decoder is broken: nothing sensible to retry
+            self._fail_all(e)
+            return False
+        self.update(plan, logits)
         return False
 
     def stop(self, grace: float) -> None:
@@ -107,7 +156,7 @@ class Scheduler:
         for generation in cancelled:
             generation.finish(self._result(generation, "", 0, "cancelled"))
 
-    # ------------------------------------------------------------ sequences
+    # ------------------------------------------------------------ admission
     def _start_what_fits(self) -> None:
         """Starts waiting slot holders in order while the pool has room."""
         while self.starting:
@@ -126,7 +175,7 @@ class Scheduler:
             self._start(generation, prompt, limit, *reserved)
 
     def _plan(self, generation: Generation) -> tuple[list[int], int]:
-        n_ctx = self.graph.hparams.n_ctx
+        n_ctx = self.runner.n_ctx
         limit = max(1, min(generation.request.length, n_ctx - 1))
         # The model sees n_ctx positions: keep the latest prompt tokens that
         # leave room for `limit` new ones.
@@ -143,79 +192,74 @@ class Scheduler:
             self.queue.release()
             generation.fail(ValueError(f"bad sampling parameters: {e}"))
             return
-        seq = RunningSequence(
-            generation=generation, pages=pages, places=places, position=len(prompt),
-            last_token=-1, limit=limit, sampler=sampler,
-            decoder=PieceDecoder(self.tokenizer), started_at=time.monotonic())
-        self.running.append(seq)
-        try:
-            at = places[None, :len(prompt)]
-            logits = self.graph.forward(np.array([prompt], np.int32),
-                                        np.arange(len(prompt), dtype=np.int32)[None, :], at, at)
-        except Exception as e:  # the session is broken: nothing sensible to retry
-            self._fail_all(e)
-            return
-        self._advance(seq, logits[0])
+        drafts = PromptLookup(prompt) if self.settings.speculative_tokens else None
+        self.running.append(Sequence(
+            generation=generation, prompt=prompt, pages=pages, places=places, limit=limit,
+            sampler=sampler, decoder=PieceDecoder(self.tokenizer), drafts=drafts,
+            started_at=time.monotonic()))
 
-    def _step(self) -> None:
-        for seq in [s for s in self.running if s.generation.cancelled]:
-            self._finish(seq, "cancelled")
-        if not self.running:
-            return
-        rows = self.running
-        tokens, positions, write_at, read_at = self._batch(rows)
-        try:
-            logits = self.graph.forward(tokens, positions, write_at, read_at)
-        except Exception as e:
-            self._fail_all(e)
-            return
-        for seq in rows:
-            seq.position += 1
-        for seq, row in zip(list(rows), logits):
-            self._advance(seq, row)
+    # ------------------------------------------------------------- planning
+    def schedule(self) -> list[Segment]:
+        """This step's work: a segment of consecutive tokens per sequence."""
+        plan = []
+        decoding = [s for s in self.running if not s.prefilling]
+        speculate = (self.settings.speculative_tokens > 0
+                     and len(decoding) <= self.settings.speculate_up_to)
+        for seq in decoding:
+            # Tokens after this one may still be produced: never draft past them.
+            room = min(self.settings.speculative_tokens, seq.limit - seq.produced - 1)
+            guess = seq.drafts.propose(room) if speculate and room > 0 else []
+            plan.append(Segment(seq, [seq.last_token, *guess], seq.position, logits="all"))
+        budget = self.settings.prefill_chunk if decoding else self.settings.idle_prefill_chunk
+        for seq in self.running:
+            if budget <= 0:
+                break
+            if seq.prefilling:
+                chunk = seq.prompt[seq.read:seq.read + budget]
+                ends = seq.read + len(chunk) == len(seq.prompt)
+                plan.append(Segment(seq, chunk, seq.read, logits="last" if ends else "none"))
+                budget -= len(chunk)
+        return plan
 
-    def _batch(self, rows: list[RunningSequence]):
-        """Inputs of one decoding step. Padding rows write to and read from
-        the scratch page only. Shapes are chosen so that a row's
-        logits are bit for bit the same whatever else is in the batch: a
-        kv_len rounded up to a whole page (reductions over the positions then
-        add masked zeros in whole blocks, which changes no sum) and, with
-        float32 weights, at least two rows (TensorFlow's matmul takes another
-        kernel for a single row; the packed bfloat16 kernel does not)."""
-        page = self.pool.page
-        kv_len = -(-(max(s.position for s in rows) + 1) // page) * page
-        count = max(self.graph.min_rows, len(rows))
-        tokens = np.zeros((count, 1), np.int32)
-        positions = np.zeros((count, 1), np.int32)
-        scratch = self.pool.scratch * page
-        write_at = np.full((count, 1), scratch, np.int32)
-        read_at = np.full((count, kv_len), scratch, np.int32)
-        for i, s in enumerate(rows):
-            tokens[i, 0], positions[i, 0] = s.last_token, s.position
-            write_at[i, 0] = s.places[s.position]
-            # Past its own position a row is masked; it still reads only a
-            # place it has written, so the pool never needs clearing.
-            read_at[i, :s.position + 1] = s.places[:s.position + 1]
-            read_at[i, s.position + 1:] = s.places[0]
-        return tokens, positions, write_at, read_at
+    def update(self, plan: list[Segment], logits: list[np.ndarray]) -> None:
+        """Takes one step's logits: samples, checks drafts, ends what is done."""
+        for segment, rows in zip(plan, logits):
+            seq = segment.sequence
+            if seq not in self.running:  # ended by an earlier segment's failure
+                continue
+            if seq.prefilling:
+                seq.read += len(segment.tokens)
+                if not seq.prefilling:
+                    self._emit(seq, seq.sampler(rows[-1]))
+                continue
+            drafts = segment.tokens[1:]
+            for i, row in enumerate(rows):
+                token = seq.sampler(row)
+                if i < len(drafts):
+                    self.drafted += 1
+                    self.accepted += token == drafts[i]
+                if not self._emit(seq, token) or i >= len(drafts) or token != drafts[i]:
+                    break
 
-    def _advance(self, seq: RunningSequence, logits: np.ndarray) -> None:
-        """Samples the sequence's next token and ends it when it is done."""
-        token = seq.sampler(logits)
+    # ------------------------------------------------------------ sequences
+    def _emit(self, seq: Sequence, token: int) -> bool:
+        """Adds a sampled token to the sequence; False when that ended it."""
         if token == self.tokenizer.end_of_text and seq.generation.request.stop_at_end:
-            seq.ended = True
-        else:
-            seq.produced += 1
-            seq.last_token = token
-            piece = seq.decoder.feed(token)
-            seq.pieces.append(piece)
-            seq.generation.push_piece(piece)
-        if seq.ended:
             self._finish(seq, "end_of_text")
-        elif seq.produced >= seq.limit:
+            return False
+        seq.produced += 1
+        seq.last_token = token
+        if seq.drafts is not None:
+            seq.drafts.append(token)
+        piece = seq.decoder.feed(token)
+        seq.pieces.append(piece)
+        seq.generation.push_piece(piece)
+        if seq.produced >= seq.limit:
             self._finish(seq, "length")
+            return False
+        return True
 
-    def _finish(self, seq: RunningSequence, reason: str) -> None:
+    def _finish(self, seq: Sequence, reason: str) -> None:
         tail = seq.decoder.flush()
         seq.pieces.append(tail)
         seq.generation.push_piece(tail)
@@ -224,7 +268,7 @@ class Scheduler:
         seq.generation.finish(self._result(seq.generation, "".join(seq.pieces), seq.produced, reason))
         self.on_finish(seconds)
 
-    def _release(self, seq: RunningSequence) -> None:
+    def _release(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.pool.release(seq.pages)
         self.queue.release()

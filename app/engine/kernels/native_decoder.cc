@@ -421,22 +421,29 @@ long pg_weight_bytes(void* model) {
   return total;
 }
 
-// Runs rows of tokens at their positions (see DecoderGraph.forward for the
-// arguments' meaning); writes logits after each row's last token [B, V], or after
-// every token [B, T, V]. Returns 0, or -1 for a place or position out of range.
-int pg_forward(void* model, int batch, int steps, const int32_t* tokens, const int32_t* positions,
-               const int32_t* write_at, int kv_len, const int32_t* read_at, int all_logits,
-               float* logits) {
+// Runs `rows` tokens, each at its own position, in one pass over the weights: the
+// rows of several sequences, a prompt chunk, a token and its drafts, in any mix.
+// Row i writes its key and value at pool place write_at[i] and attends to the
+// places read_at[row_seq[i]][0..positions[i]] of its sequence (its own included,
+// so a sequence's rows see each other's keys from this same call).
+// read_at is [seqs, kv_len]. Logits [outputs, V] come after the rows named by
+// output_rows. Returns 0, or -1 for a token, position, place or row out of range.
+int pg_forward(void* model, int rows, const int32_t* tokens, const int32_t* positions,
+               const int32_t* write_at, const int32_t* row_seq, int seqs, int kv_len,
+               const int32_t* read_at, int outputs, const int32_t* output_rows, float* logits) {
   Model& m = *static_cast<Model*>(model);
-  const int e = m.n_embd, rows = batch * steps, heads = m.n_head, threads = m.threads;
+  const int e = m.n_embd, heads = m.n_head, threads = m.threads;
+  if (rows < 1 || outputs < 0 || outputs > rows) return -1;
   for (int i = 0; i < rows; i++) {
-    int b = i / steps;
-    if (tokens[i] < 0 || tokens[i] >= m.n_vocab || positions[i] < 0 || positions[i] >= m.n_ctx ||
-        positions[i] >= kv_len || write_at[i] < 0 || write_at[i] >= m.pool)
+    int b = row_seq[i];
+    if (b < 0 || b >= seqs || tokens[i] < 0 || tokens[i] >= m.n_vocab || positions[i] < 0 ||
+        positions[i] >= m.n_ctx || positions[i] >= kv_len || write_at[i] < 0 || write_at[i] >= m.pool)
       return -1;
     for (int l = 0; l <= positions[i]; l++)
       if (read_at[size_t(b) * kv_len + l] < 0 || read_at[size_t(b) * kv_len + l] >= m.pool) return -1;
   }
+  for (int o = 0; o < outputs; o++)
+    if (output_rows[o] < 0 || output_rows[o] >= rows) return -1;
   m.h.resize(size_t(rows) * e);
   m.x.resize(size_t(rows) * e);
   m.attended.resize(size_t(rows) * e);
@@ -457,7 +464,7 @@ int pg_forward(void* model, int batch, int steps, const int32_t* tokens, const i
     const int pairs = rows * heads;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && pairs > 1)
     for (int p = 0; p < pairs; p++) {
-      int i = p / heads, head = p % heads, b = i / steps;
+      int i = p / heads, head = p % heads, b = row_seq[i];
       float* scores = &m.scores[size_t(omp_get_thread_num()) * kv_len];
       attend(m, layer, head, qkv + size_t(i) * 3 * e, read_at + size_t(b) * kv_len, positions[i] + 1,
              scores, &m.attended[size_t(i) * e]);
@@ -476,12 +483,10 @@ int pg_forward(void* model, int batch, int steps, const int32_t* tokens, const i
     for (size_t i = 0; i < size_t(rows) * e; i++) m.h[i] += m.x[i];
   }
 
-  // Logits only for the rows asked for: every token, or each row's last one.
-  int outputs = all_logits ? rows : batch;
-  for (int o = 0; o < outputs; o++) {
-    int i = all_logits ? o : o * steps + steps - 1;
-    layer_norm(&m.h[size_t(i) * e], m.lnf_g, m.lnf_b, &m.x[size_t(o) * e], e);
-  }
+  // Logits only for the rows asked for.
+  for (int o = 0; o < outputs; o++)
+    layer_norm(&m.h[size_t(output_rows[o]) * e], m.lnf_g, m.lnf_b, &m.x[size_t(o) * e], e);
+  if (outputs == 0) return 0;  // a prompt chunk that is not its prompt's end
   quantize_rows(m.q, m.x.data(), outputs, e);
   matmul(m.wte, m.q, nullptr, logits, threads);
   return 0;
