@@ -34,7 +34,8 @@ constexpr int kGroup = 8;      // output columns packed together
 constexpr int kQuads = kBlock / 4;
 // One block of one column group: 8 float16 scales, then quads [8][8 columns][4 inputs].
 constexpr int kBlockBytes = kGroup * 2 + kBlock * kGroup;
-constexpr int kMaxRows = 4;    // rows sharing one pass over the weights
+constexpr int kMaxRows = 4;    // rows sharing one pass over a column group
+constexpr int kRowBlock = 64;  // rows whose activations stay in cache while every group passes
 
 // ------------------------------------------------------------------ 8 float lanes
 // The few vector operations the float loops need, with a scalar twin that
@@ -188,6 +189,9 @@ void group_rows(const QMatrix& w, int group, const QRows& x, int row0, F8* out) 
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i acc[R];
     for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
+    // Not unrolled: every row's accumulator stays in a register (unrolling the
+    // quads made g++ spill them).
+#pragma GCC unroll 1
     for (int j = 0; j < kQuads; j++) {
       __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kGroup * 2 + j * 32));
       __m256i magnitude = _mm256_sign_epi8(q, q);
@@ -224,30 +228,34 @@ void group_rows(const QMatrix& w, int group, const QRows& x, int row0, F8* out) 
 }
 
 // y [rows, n] = x [rows, k] . W (+ bias). Columns are split between threads; rows
-// are taken kMaxRows at a time over each column group while its weights are in cache.
+// are taken kMaxRows at a time over each column group while its weights are in
+// cache, in blocks of kRowBlock rows so that a long prompt's activations stay in
+// cache too.
 void matmul(const QMatrix& w, const QRows& x, const float* bias, float* y, int threads) {
-  const int rows = x.rows;
+  for (int block0 = 0; block0 < x.rows; block0 += kRowBlock) {
+    const int block_end = std::min(x.rows, block0 + kRowBlock);
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int g = 0; g < w.groups; g++) {
-    F8 out[kMaxRows];
-    for (int row0 = 0; row0 < rows; row0 += kMaxRows) {
-      int count = std::min(kMaxRows, rows - row0);
-      switch (count) {
-        case 1: group_rows<1>(w, g, x, row0, out); break;
-        case 2: group_rows<2>(w, g, x, row0, out); break;
-        case 3: group_rows<3>(w, g, x, row0, out); break;
-        default: group_rows<4>(w, g, x, row0, out); break;
-      }
-      int col0 = g * kGroup;
-      int width = std::min(kGroup, w.n - col0);
-      for (int r = 0; r < count; r++) {
-        float lanes[kGroup];
-        F8 value = out[r];
-        if (bias && width == kGroup) value = f8_add(value, f8_load(bias + col0));
-        f8_store(lanes, value);
-        float* dst = y + size_t(row0 + r) * w.n + col0;
-        for (int c = 0; c < width; c++)
-          dst[c] = (bias && width < kGroup) ? lanes[c] + bias[col0 + c] : lanes[c];
+    for (int g = 0; g < w.groups; g++) {
+      F8 out[kMaxRows];
+      for (int row0 = block0; row0 < block_end; row0 += kMaxRows) {
+        int count = std::min(kMaxRows, block_end - row0);
+        switch (count) {
+          case 1: group_rows<1>(w, g, x, row0, out); break;
+          case 2: group_rows<2>(w, g, x, row0, out); break;
+          case 3: group_rows<3>(w, g, x, row0, out); break;
+          default: group_rows<4>(w, g, x, row0, out); break;
+        }
+        int col0 = g * kGroup;
+        int width = std::min(kGroup, w.n - col0);
+        for (int r = 0; r < count; r++) {
+          float lanes[kGroup];
+          F8 value = out[r];
+          if (bias && width == kGroup) value = f8_add(value, f8_load(bias + col0));
+          f8_store(lanes, value);
+          float* dst = y + size_t(row0 + r) * w.n + col0;
+          for (int c = 0; c < width; c++)
+            dst[c] = (bias && width < kGroup) ? lanes[c] + bias[col0 + c] : lanes[c];
+        }
       }
     }
   }
