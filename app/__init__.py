@@ -40,12 +40,15 @@ def create_app(config: Config | None = None, engine=None) -> Flask:
 
 def _start_engine(config: Config):
     from app.engine import Engine
+    from app.engine.scheduler import SchedulerSettings
 
     engine = Engine(config.checkpoint_dir, config.run_name,
                     max_batch=config.generation_concurrency,
                     max_queue=config.queue_size,
                     queue_timeout=config.queue_timeout,
-                    weight_dtype=config.weight_dtype)
+                    weight_dtype=config.weight_dtype,
+                    scheduling=SchedulerSettings(speculative_tokens=config.speculative_tokens,
+                                                 prefill_chunk=config.prefill_chunk))
     engine.start()
     log.info("loading %s/%s in the background", config.checkpoint_dir, config.run_name)
     return engine

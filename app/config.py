@@ -33,6 +33,12 @@ class Config:
     # the memory, and a row's logits independent of its batch on every CPU),
     # bfloat16 or float32 (TensorFlow; float32 is bit for bit the checkpoint).
     weight_dtype: str = "int8"
+    # Draft tokens a sequence checks per step when few sequences run (0: none);
+    # the answers are the same either way.
+    speculative_tokens: int = 4
+    # Prompt tokens read per step while other streams run: bounds how long a
+    # long prefix holds up their next token.
+    prefill_chunk: int = 16
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
@@ -51,6 +57,9 @@ class Config:
                                         defaults.loading_retry_after, minimum=1),
             weight_dtype=_choice(env, "WEIGHT_DTYPE", ("bfloat16", "float32", "int8"),
                                  defaults.weight_dtype),
+            speculative_tokens=_number(env, "SPECULATIVE_TOKENS", int, defaults.speculative_tokens,
+                                       minimum=0),
+            prefill_chunk=_number(env, "PREFILL_CHUNK", int, defaults.prefill_chunk, minimum=1),
         )
 
     def limits(self) -> dict:

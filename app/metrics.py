@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
                                ProcessCollector, disable_created_metrics, generate_latest)
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the API)
+from prometheus_client.core import CounterMetricFamily
 
 # The *_created timestamps of every labelled series only add noise to a scrape.
 disable_created_metrics()
@@ -36,6 +37,7 @@ class ServiceMetrics:
                            lambda: _stat(engine, "in_flight"))
         self._engine_gauge("pokegen_graph_ops", "Operations in the TensorFlow graph (must stay "
                            "flat).", lambda: engine.graph_ops())
+        self.registry.register(_DraftCounters(engine))
         self._engine_gauge("pokegen_model_ready", "1 when the model is loaded and serving.",
                            lambda: 1.0 if engine.state == "ready" else 0.0)
 
@@ -49,6 +51,23 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _DraftCounters:
+    """The engine's speculation counters, read at each scrape: accepted over
+    drafted is the acceptance rate."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def collect(self):
+        drafted = CounterMetricFamily("pokegen_draft_tokens",
+                                      "Draft tokens checked by speculative decoding.")
+        drafted.add_metric([], _or_nan(lambda: _stat(self.engine, "draft_tokens")))
+        accepted = CounterMetricFamily("pokegen_draft_tokens_accepted",
+                                       "Draft tokens that equalled the token sampled.")
+        accepted.add_metric([], _or_nan(lambda: _stat(self.engine, "draft_tokens_accepted")))
+        return [drafted, accepted]
 
 
 def _or_nan(read) -> float:

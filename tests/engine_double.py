@@ -30,7 +30,7 @@ class EngineDouble:
         return GenerationDouble(self, request)
 
     def stats(self):
-        return {"in_flight": 1, "queued": 2}
+        return {"in_flight": 1, "queued": 2, "draft_tokens": 40, "draft_tokens_accepted": 25}
 
     def graph_ops(self):
         return 1234

@@ -147,6 +147,8 @@ def test_metrics_count_requests_tokens_and_engine_gauges(client):
     assert "pokegen_tokens_generated_total 4.0" in text
     assert "pokegen_queue_depth 2.0" in text and "pokegen_generations_in_flight 1.0" in text
     assert "pokegen_graph_ops 1234.0" in text
+    assert "pokegen_draft_tokens_total 40.0" in text
+    assert "pokegen_draft_tokens_accepted_total 25.0" in text
     assert "process_resident_memory_bytes" in text
 
 

@@ -18,16 +18,19 @@ def test_values_are_read_from_the_environment():
     config = Config.from_env({"CHECKPOINT_DIR": "/models", "RUN_NAME": "run7",
                               "GENERATION_CONCURRENCY": "8", "QUEUE_SIZE": "0",
                               "QUEUE_TIMEOUT": "2.5", "REQUEST_TIMEOUT": "60",
-                              "WEIGHT_DTYPE": "float32"})
+                              "WEIGHT_DTYPE": "float32", "SPECULATIVE_TOKENS": "0",
+                              "PREFILL_CHUNK": "64"})
     assert (config.checkpoint_dir, config.run_name, config.generation_concurrency,
             config.queue_size, config.queue_timeout, config.request_timeout,
-            config.weight_dtype) == ("/models", "run7", 8, 0, 2.5, 60.0, "float32")
+            config.weight_dtype, config.speculative_tokens, config.prefill_chunk) == \
+        ("/models", "run7", 8, 0, 2.5, 60.0, "float32", 0, 64)
 
 
 @pytest.mark.parametrize("name, value", [("GENERATION_CONCURRENCY", "0"), ("QUEUE_SIZE", "x"),
                                          ("QUEUE_TIMEOUT", "nan"), ("REQUEST_TIMEOUT", "-1"),
                                          ("GENERATION_CONCURRENCY", "2.5"),
-                                         ("WEIGHT_DTYPE", "float16")])
+                                         ("WEIGHT_DTYPE", "float16"),
+                                         ("SPECULATIVE_TOKENS", "-1"), ("PREFILL_CHUNK", "0")])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         Config.from_env({name: value})
