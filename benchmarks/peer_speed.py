@@ -102,21 +102,31 @@ def ct2_convert(hf_dir: str, output: str, quantization: str) -> str:
 
 # ------------------------------------------------------------------ peers
 
-def measure_pokegen(checkpoint_dir: str, streams: list[int], length: int, rounds: int) -> Row:
+def measure_pokegen(checkpoint_dir: str, streams: list[int], length: int, rounds: int,
+                    drafts: bool = True) -> Row:
+    """The engine in-process; with drafts=False, speculation off (the engine's own speed)."""
     out = run_checked([sys.executable, os.path.join(HERE, "engine_speed.py"), "--checkpoint-dir",
                        checkpoint_dir, "--run-name", RUN_NAME, "--concurrency", ",".join(map(str, streams)),
-                       "--length", str(length), "--rounds", str(rounds), "--threads", "2", "--json"],
+                       "--length", str(length), "--rounds", str(rounds), "--threads", "2", "--json",
+                       *([] if drafts else ["--speculative-tokens", "0"])],
                       "engine_speed.py failed")
     weights = re.search(r"(\w+) weights", out)
-    return Row("pokegen engine", weights.group(1) if weights else "engine default",
-               "benchmarks/engine_speed.py", parse_engine_rates(out))
+    row = Row("pokegen engine" + ("" if drafts else ", no drafts"),
+              weights.group(1) if weights else "engine default",
+              "engine_speed.py" + ("" if drafts else " --speculative-tokens 0"), parse_engine_rates(out))
+    acceptance = parse_engine_acceptance(out)
+    if drafts and acceptance:
+        row.setting += "; drafts kept: " + ", ".join(
+            f"{n}: {share:.0%}" if share is not None else f"{n}: none made"
+            for n, share in acceptance.items())
+    return row
 
 
 def parse_engine_rates(out: str) -> dict[str, float]:
     """engine_speed.py's --json line, or else its table (concurrency, tokens/s, ...)."""
     for line in reversed(out.splitlines()):
         if line.startswith("{"):
-            return {k: float(v) for k, v in json.loads(line).items()}
+            return {k: float(v) for k, v in json.loads(line).items() if isinstance(v, (int, float))}
     rates = {}
     for line in out.splitlines():
         cells = line.split()
@@ -125,11 +135,19 @@ def parse_engine_rates(out: str) -> dict[str, float]:
     return rates
 
 
-def measure_llama(models: dict[str, str], streams: list[int], length: int, rounds: int) -> list[Row]:
+def parse_engine_acceptance(out: str) -> dict[str, float | None]:
+    for line in reversed(out.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line).get("acceptance", {})
+    return {}
+
+
+def measure_llama(models: dict[str, str], streams: list[int], length: int, rounds: int,
+                  label: str = "") -> list[Row]:
     rows = []
     for build_name, build_dir in LLAMA_BUILDS.items():
         for outtype, model in models.items():
-            row = Row(f"llama.cpp ({build_name})", outtype.upper())
+            row = Row(f"llama.cpp ({build_name}){label}", outtype.upper())
             if not llama_cpp.is_built(os.path.join(ROOT, build_dir)):
                 row.note = NOT_SET_UP
             else:
@@ -215,6 +233,9 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=256, help="new tokens per stream")
     parser.add_argument("--rounds", type=int, default=2, help="runs per figure (best kept)")
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK}")
+    parser.add_argument("--trained", default=os.path.join("build", "bench", "grown"),
+                        help="checkpoint folder of a trained GPT-2-small-shaped model, for the "
+                             "speculative decoding figures (benchmarks/grow_model.py makes one)")
     args = parser.parse_args()
     if args.quick:
         args.length, args.rounds = QUICK["length"], QUICK["rounds"]
@@ -234,8 +255,9 @@ def main() -> None:
     rows: list[Row] = []
     if "pokegen" in chosen:
         log("pokegen engine")
-        rows.append(attempt(Row("pokegen engine", "-"), lambda row: measure_pokegen(
-            args.checkpoint_dir, streams, args.length, args.rounds)))
+        for drafts in (True, False):
+            rows.append(attempt(Row("pokegen engine", "-"), lambda row, drafts=drafts: measure_pokegen(
+                args.checkpoint_dir, streams, args.length, args.rounds, drafts)))
     if "llama" in chosen:
         models = {t: export(run_dir, os.path.join(exports, f"model-{t}.gguf"), "gguf", t) for t in GGUF_TYPES}
         rows += measure_llama(models, streams, args.length, args.rounds)
@@ -251,12 +273,32 @@ def main() -> None:
             return row
         rows.append(attempt(Row("transformers", "float32", "generate(), greedy"), run_hf, needs_venv=True))
 
+    trained_rows: list[Row] = []
+    if args.trained and os.path.isdir(os.path.join(args.trained, RUN_NAME)):
+        # Speculation's speed-up depends on what the model predicts: one stream on a
+        # trained model (benchmarks/grow_model.py), the engine with and without drafts
+        # next to llama.cpp's Q8_0 on the same weights.
+        trained_run = os.path.join(args.trained, RUN_NAME)
+        log("trained model")
+        for drafts in (True, False):
+            trained_rows.append(attempt(Row("pokegen engine", "-"), lambda row, drafts=drafts: measure_pokegen(
+                args.trained, [1], args.length, args.rounds, drafts)))
+        if "llama" in chosen:
+            gguf = export(trained_run, os.path.join(exports, "trained-q8_0.gguf"), "gguf", "q8_0")
+            trained_rows += measure_llama({"q8_0": gguf}, [1], args.length, args.rounds)
+    elif args.trained:
+        log(f"no trained model in {args.trained} (make model, then benchmarks/grow_model.py)")
+
     load_at_end = os.getloadavg()[0]
     print(f"\nModel: {model_description(args.checkpoint_dir)}")
     print(f"CPU: {cpu_description()}; load average {load_at_start:.2f} at start, {load_at_end:.2f} at end")
     print(f"{args.length} new tokens per stream after a {PROMPT_TOKENS}-token prompt, 2 threads; "
           f"aggregate tokens/s, best of {args.rounds}; (x) = ratio to the fastest peer\n")
     print(format_table(rows, streams))
+    if trained_rows:
+        print(f"\nSpeculative decoding, one stream on a trained model ({model_description(args.trained, 'the demo model grown to this shape')}), "
+              "(x) = ratio to the fastest llama.cpp:\n")
+        print(format_table(trained_rows, [1]))
     print(f"\nrerun: {shlex.join(['.venv/bin/python', 'benchmarks/peer_speed.py', *sys.argv[1:]])}"
           f" (or make bench-peers)")
 

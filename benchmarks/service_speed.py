@@ -66,11 +66,11 @@ def ensure_checkpoint(checkpoint_dir: str, preset: str) -> None:
         raise RuntimeError(f"cannot build the checkpoint in {run_dir}: {last}")
 
 
-def model_description(checkpoint_dir: str) -> str:
+def model_description(checkpoint_dir: str, weights: str = "random weights") -> str:
     with open(os.path.join(checkpoint_dir, RUN_NAME, "hparams.json")) as f:
         hp = json.load(f)
     return (f"{hp['n_layer']} layers, {hp['n_embd']} wide, {hp['n_head']} heads, n_ctx "
-            f"{hp['n_ctx']}, {hp['n_vocab']}-token vocabulary (random weights)")
+            f"{hp['n_ctx']}, {hp['n_vocab']}-token vocabulary ({weights})")
 
 
 def cpu_model() -> str:
