@@ -1,6 +1,7 @@
 """What reduced precision costs in quality: a checkpoint's perplexity on a
-text file with the weights and the key/value cache in float32 or bfloat16,
-and how far each setting's next-token distributions move from all-float32.
+text file with the weights in float32, bfloat16 or int8 (the native decoder)
+and the key/value cache in float32 or bfloat16, and how far each setting's
+next-token distributions move from all-float32.
 
     python benchmarks/precision.py --checkpoint-dir checkpoint --run-name run1 --text data/val.txt
 """
@@ -17,14 +18,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from app.engine.checkpoint import WeightReader, open_checkpoint  # noqa: E402
 from app.engine.graph import DecoderGraph  # noqa: E402
+from app.engine.native import NativeDecoder  # noqa: E402
 from app.engine.text import Tokenizer  # noqa: E402
 
 # (weights, cache): the reference first, the engine's default last.
 SETTINGS = [("float32", "float32"), ("float32", "bfloat16"), ("bfloat16", "float32"),
-            ("bfloat16", "bfloat16")]
+            ("bfloat16", "bfloat16"), ("int8", "float32"), ("int8", "bfloat16")]
 
 
-def log_probabilities(graph: DecoderGraph, tokens: list[int], window: int) -> list[np.ndarray]:
+def decoder(checkpoint, weights: str, cache: str, window: int):
+    if weights == "int8":
+        return NativeDecoder(checkpoint.hparams, pool_size=window, threads=2, cache_dtype=cache)
+    return DecoderGraph(checkpoint.hparams, pool_size=window, threads=2, cache_dtype=cache,
+                        weight_dtype=weights)
+
+
+def log_probabilities(graph, tokens: list[int], window: int) -> list[np.ndarray]:
     """Next-token log-probabilities ([T, V] float64) over consecutive windows of the text."""
     windows = []
     for start in range(0, len(tokens) - 1, window):
@@ -73,8 +82,7 @@ def main() -> None:
     print(f"{'weights':>9} {'cache':>9} {'perplexity':>11} {'change':>8} "
           f"{'KL/token':>9} {'same top-1':>10}")
     for weights, cache in SETTINGS:
-        graph = DecoderGraph(checkpoint.hparams, pool_size=window, threads=2, cache_dtype=cache,
-                             weight_dtype=weights)
+        graph = decoder(checkpoint, weights, cache, window)
         graph.load_weights(WeightReader(checkpoint))
         ours = log_probabilities(graph, tokens, window)
         graph.close()

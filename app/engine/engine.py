@@ -229,6 +229,8 @@ class Engine:
                 "cache_tokens": self.cache_tokens,
                 "cache_dtype": self.cache_dtype,
                 "weight_dtype": self.weight_dtype,
+                "speculative_tokens": self.scheduling.speculative_tokens,
+                "prefill_chunk": self.scheduling.prefill_chunk,
             },
         }
 
