@@ -82,6 +82,43 @@ def test_a_row_is_bit_identical_alone_and_batched(model, variant):
             assert np.array_equal(logits, alone[row]), (rows, row)
 
 
+@pytest.mark.parametrize("variant", [pytest.param("avx2", marks=needs_avx2), "generic"])
+def test_rows_of_any_mix_give_the_logits_of_one_token_at_a_time(model, variant):
+    """A prompt read in uneven chunks next to other sequences' tokens and
+    drafts (the scheduler's steps) gives, row for row, the logits of feeding
+    the same tokens one at a time."""
+    _, checkpoint, tokenizer = model
+    tokens = np.random.default_rng(2).integers(0, tokenizer.vocab_size, 40)
+    one_at_a_time = decoder(checkpoint, variant)
+    expected = np.stack([one_at_a_time.forward_rows(tokens[p:p + 1], [p], [p], [0],
+                                                    np.arange(64)[None], [0])[0]
+                         for p in range(len(tokens))])
+    d = decoder(checkpoint, variant)
+    d.forward_rows(tokens[:5], np.arange(5), 500 + np.arange(5), np.zeros(5),  # a neighbour's prompt
+                   (500 + np.arange(64))[None], [4])
+    neighbour = (500 + np.arange(64))[None]
+    got, start = [], 0
+    for chunk in (1, 7, 3, 16, 13):
+        rows = np.arange(start, start + chunk)
+        both = np.concatenate([rows, [5, 6]])  # the neighbour's token and one draft, at the end
+        logits = d.forward_rows(np.concatenate([tokens[rows], [3, 9]]), both,
+                                np.concatenate([rows, [505, 506]]), [0] * chunk + [1, 1],
+                                np.concatenate([np.arange(64)[None], neighbour]),
+                                np.arange(chunk + 2))
+        got.append(logits[:chunk])
+        start += chunk
+    assert np.array_equal(np.concatenate(got), expected)
+
+
+def test_rows_that_name_no_sequence_or_output_are_refused(model):
+    _, checkpoint, _ = model
+    d = decoder(checkpoint)
+    with pytest.raises(ValueError, match="out of range"):
+        d.forward_rows([1], [0], [0], [1], np.arange(4)[None], [0])  # sequence 1 of 1
+    with pytest.raises(ValueError, match="out of range"):
+        d.forward_rows([1], [0], [0], [0], np.arange(4)[None], [1])  # output row 1 of 1
+
+
 def test_the_kernel_setting_forces_a_build_and_rejects_unknown_ones(monkeypatch):
     monkeypatch.setenv(native.KERNEL_SETTING, "generic")
     assert native.chosen_variant() == "generic"
