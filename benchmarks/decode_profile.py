@@ -29,6 +29,12 @@ def build_graph(checkpoint_dir: str, run_name: str, max_batch: int, threads: int
     from app.engine.graph import DecoderGraph
 
     checkpoint = open_checkpoint(checkpoint_dir, run_name)
+    if weight_dtype == "int8":
+        from app.engine.native import NativeDecoder
+        graph = NativeDecoder(checkpoint.hparams, pool_size=checkpoint.hparams.n_ctx + 2 * PAGE,
+                              threads=threads or default_threads(), max_batch=max_batch)
+        graph.load_weights(WeightReader(checkpoint))
+        return graph
     graph = DecoderGraph(checkpoint.hparams, pool_size=checkpoint.hparams.n_ctx + 2 * PAGE,
                          threads=threads or default_threads(), max_batch=max_batch,
                          weight_dtype=weight_dtype)
@@ -82,9 +88,17 @@ def traced_parts(graph, inputs) -> dict:
     return parts
 
 
+def timed_parts(decoder, inputs, steps: int) -> dict:
+    """Milliseconds per part of one step of the int8 decoder, from its own clocks."""
+    decoder.profile(True)
+    for _ in range(steps):
+        decoder.forward(*inputs)
+    return {part: seconds * 1000 / steps for part, seconds in decoder.profile(False).items()}
+
+
 def weight_bytes(hparams, weight_dtype: str) -> tuple[int, int]:
     """Bytes the layer matmuls and the vocabulary projection read per step."""
-    e, size = hparams.n_embd, 2 if weight_dtype == "bfloat16" else 4
+    e, size = hparams.n_embd, {"bfloat16": 2, "float32": 4, "int8": 34 / 32}[weight_dtype]
     per_layer = e * 3 * e + e * e + e * 4 * e + 4 * e * e
     return hparams.n_layer * per_layer * size, hparams.n_vocab * e * size
 
@@ -113,8 +127,9 @@ def main() -> int:
                         help="position of the step: the middle of a 256-token episode (128)")
     parser.add_argument("--steps", type=int, default=30, help="steps timed per batch size (30)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (all cores)")
-    parser.add_argument("--weight-dtype", choices=("bfloat16", "float32"), default="bfloat16",
-                        help="weights as the engine holds them (bfloat16)")
+    parser.add_argument("--weight-dtype", choices=("int8", "bfloat16", "float32"), default="int8",
+                        help="weights as the engine holds them (int8: the native decoder, "
+                             "timed by its own clocks; the others: TensorFlow, traced)")
     args = parser.parse_args()
     try:
         batches = [int(b) for b in args.batches.split(",")]
@@ -131,7 +146,7 @@ def main() -> int:
     layer_bytes, vocab_bytes = weight_bytes(graph.hparams, args.weight_dtype)
     print(f"load average {os.getloadavg()[0]:.2f}; weights read per step: layers "
           f"{layer_bytes / 1e6:.0f} MB, vocabulary projection {vocab_bytes / 1e6:.0f} MB ({args.weight_dtype})")
-    print(f"{'rows':>4} {'ms/step':>8} {'tok/s':>7}  traced step: " + ", ".join(PARTS))
+    print(f"{'rows':>4} {'ms/step':>8} {'tok/s':>7}  one step: " + ", ".join(PARTS))
     for batch in batches:
         inputs = step_inputs(graph, batch, args.context)
         for _ in range(3):
@@ -140,8 +155,11 @@ def main() -> int:
         for _ in range(args.steps):
             graph.forward(*inputs)
         step = (time.perf_counter() - started) / args.steps
-        parts = min((traced_parts(graph, inputs) for _ in range(3)),
-                    key=lambda p: sum(p.values()))
+        if args.weight_dtype == "int8":
+            parts = timed_parts(graph, inputs, args.steps)
+        else:
+            parts = min((traced_parts(graph, inputs) for _ in range(3)),
+                        key=lambda p: sum(p.values()))
         # With float32 weights one request runs as two rows.
         rows = 1 if batch == 2 and graph.min_rows == 2 else batch
         detail = ", ".join(f"{parts[p]:.1f}" for p in PARTS)
@@ -150,6 +168,7 @@ def main() -> int:
               f"vocabulary at {vocab_bytes / parts['vocabulary projection'] / 1e6:.0f} GB/s)")
     print(f"sampling one row outside the graph (float64, top_k 40): "
           f"{sampling_microseconds(graph.hparams.n_vocab):.0f} us")
+    print(f"rerun: .venv/bin/python benchmarks/decode_profile.py {' '.join(sys.argv[1:])}")
     graph.close()
     return 0
 

@@ -74,10 +74,14 @@ def load_library(variant: str) -> ctypes.CDLL:
     lib.pg_set.argtypes = [c.c_void_p, c.c_int, c.c_int, f32p, c.c_long, c.c_long]
     lib.pg_weight_bytes.restype = c.c_long
     lib.pg_weight_bytes.argtypes = [c.c_void_p]
+    lib.pg_profile.argtypes = [c.c_void_p, c.c_int, np.ctypeslib.ndpointer(np.float64)]
     lib.pg_forward.restype = c.c_int
     lib.pg_forward.argtypes = [c.c_void_p, c.c_int, i32p, i32p, i32p, i32p, c.c_int, c.c_int,
                                i32p, c.c_int, i32p, f32p]
     return lib
+
+
+PROFILE_PARTS = ("layer matmuls", "vocabulary projection", "attention and cache", "other")
 
 
 class NativeDecoder:
@@ -158,6 +162,13 @@ class NativeDecoder:
         if done != 0:
             raise ValueError("a token, position, cache place or row is out of range")
         return logits
+
+    def profile(self, on: bool) -> dict[str, float]:
+        """Seconds per part of the forward passes since profiling was last turned
+        on; `on` starts (again, from zero) or stops the clock. For benchmarks."""
+        seconds = np.zeros(4)
+        self.lib.pg_profile(self._model, int(on), seconds)
+        return dict(zip(PROFILE_PARTS, seconds.tolist()))
 
     def weight_bytes(self) -> int:
         return int(self.lib.pg_weight_bytes(self._model))

@@ -278,6 +278,9 @@ struct Model {
   // Scratch reused between steps.
   std::vector<float> h, x, big, attended, scores;
   QRows q;
+  // Seconds spent per part of the forward pass, while profiling is on (benchmarks).
+  bool profiling = false;
+  double seconds[4] = {0, 0, 0, 0};
 
   size_t slot(int layer, int kv, int place) const {
     return ((size_t(layer) * 2 + kv) * pool + place) * n_embd;
@@ -357,6 +360,22 @@ void attend(const Model& m, int layer, int head, const float* query, const int32
   }
   for (int d = 0; d < size; d += 8) f8_store(out + offset + d, acc[d / 8]);
 }
+
+// Parts of a forward pass, as pg_profile reports them.
+enum Part { LAYER_MATMULS = 0, VOCABULARY, ATTENTION, OTHER };
+
+// Adds the time since the last call to one part, when profiling.
+struct PartClock {
+  Model& m;
+  double last;
+  explicit PartClock(Model& model) : m(model), last(model.profiling ? omp_get_wtime() : 0) {}
+  void charge(Part part) {
+    if (!m.profiling) return;
+    double now = omp_get_wtime();
+    m.seconds[part] += now - last;
+    last = now;
+  }
+};
 
 }  // namespace
 
@@ -452,6 +471,7 @@ int pg_forward(void* model, int rows, const int32_t* tokens, const int32_t* posi
   }
   for (int o = 0; o < outputs; o++)
     if (output_rows[o] < 0 || output_rows[o] >= rows) return -1;
+  PartClock clock(m);
   m.h.resize(size_t(rows) * e);
   m.x.resize(size_t(rows) * e);
   m.attended.resize(size_t(rows) * e);
@@ -463,8 +483,10 @@ int pg_forward(void* model, int rows, const int32_t* tokens, const int32_t* posi
     Layer& l = m.layers[layer];
     for (int i = 0; i < rows; i++) layer_norm(&m.h[size_t(i) * e], l.ln1_g, l.ln1_b, &m.x[size_t(i) * e], e);
     quantize_rows(m.q, m.x.data(), rows, e);
+    clock.charge(OTHER);
     float* qkv = m.big.data();  // [rows, 3e]
     matmul(l.attn, m.q, l.attn_b.data(), qkv, threads);
+    clock.charge(LAYER_MATMULS);
     for (int i = 0; i < rows; i++) {
       store_cached(m, m.slot(layer, 0, write_at[i]), qkv + size_t(i) * 3 * e + e, e);
       store_cached(m, m.slot(layer, 1, write_at[i]), qkv + size_t(i) * 3 * e + 2 * e, e);
@@ -477,27 +499,45 @@ int pg_forward(void* model, int rows, const int32_t* tokens, const int32_t* posi
       attend(m, layer, head, qkv + size_t(i) * 3 * e, read_at + size_t(b) * kv_len, positions[i] + 1,
              scores, &m.attended[size_t(i) * e]);
     }
+    clock.charge(ATTENTION);
     quantize_rows(m.q, m.attended.data(), rows, e);
+    clock.charge(OTHER);
     matmul(l.proj, m.q, l.proj_b.data(), m.x.data(), threads);
+    clock.charge(LAYER_MATMULS);
     for (size_t i = 0; i < size_t(rows) * e; i++) m.h[i] += m.x[i];
 
     for (int i = 0; i < rows; i++) layer_norm(&m.h[size_t(i) * e], l.ln2_g, l.ln2_b, &m.x[size_t(i) * e], e);
     quantize_rows(m.q, m.x.data(), rows, e);
+    clock.charge(OTHER);
     float* hidden = m.big.data();  // [rows, 4e]
     matmul(l.fc, m.q, l.fc_b.data(), hidden, threads);
+    clock.charge(LAYER_MATMULS);
     for (size_t i = 0; i < size_t(rows) * 4 * e; i++) hidden[i] = gelu(hidden[i]);
     quantize_rows(m.q, hidden, rows, 4 * e);
+    clock.charge(OTHER);
     matmul(l.out, m.q, l.out_b.data(), m.x.data(), threads);
+    clock.charge(LAYER_MATMULS);
     for (size_t i = 0; i < size_t(rows) * e; i++) m.h[i] += m.x[i];
   }
 
   // Logits only for the rows asked for.
   for (int o = 0; o < outputs; o++)
     layer_norm(&m.h[size_t(output_rows[o]) * e], m.lnf_g, m.lnf_b, &m.x[size_t(o) * e], e);
+  clock.charge(OTHER);
   if (outputs == 0) return 0;  // a prompt chunk that is not its prompt's end
   quantize_rows(m.q, m.x.data(), outputs, e);
   matmul(m.wte, m.q, nullptr, logits, threads);
+  clock.charge(VOCABULARY);
   return 0;
+}
+
+// Profiling for benchmarks: on != 0 starts adding each part's time (and clears
+// the sums); seconds[4] receives them (layer matmuls, vocabulary, attention, other).
+void pg_profile(void* model, int on, double* seconds) {
+  Model& m = *static_cast<Model*>(model);
+  if (seconds) std::memcpy(seconds, m.seconds, sizeof m.seconds);
+  if (on) std::memset(m.seconds, 0, sizeof m.seconds);
+  m.profiling = on != 0;
 }
 
 }  // extern "C"
