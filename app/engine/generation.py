@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Iterator
 
+from .text import cut_to_last_sentence
 from .types import GenerationRequest, GenerationResult
 
 _PIECE, _END = "piece", "end"
@@ -70,6 +71,17 @@ class Generation:
         self._result = result
         self._done.set()
         self._events.put((_END, None))
+
+    def complete(self, generated: str, tokens: int, reason: str, model: str) -> None:
+        """Ends with the answer the request asked for, made from the raw text the
+        model wrote: cut to its last full sentence, after the prefix, as asked."""
+        request = self.request
+        if request.truncate:
+            generated = cut_to_last_sentence(generated)
+        text = (request.prefix if request.include_prefix else "") + generated
+        self.finish(GenerationResult(text=text, prefix=request.prefix, tokens=tokens,
+                                     seconds=time.monotonic() - self.submitted_at, model=model,
+                                     finish_reason=reason))
 
     def fail(self, error: BaseException) -> None:
         self._error = error

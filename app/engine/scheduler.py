@@ -30,8 +30,8 @@ from .drafts import PromptLookup
 from .generation import Generation
 from .runner import Segment, StepRunner
 from .sampling import TokenSampler
-from .text import PieceDecoder, Tokenizer, cut_to_last_sentence
-from .types import Busy, GenerationResult
+from .text import PieceDecoder, Tokenizer
+from .types import Busy
 
 log = logging.getLogger("pokegen.engine")
 
@@ -154,7 +154,7 @@ class Scheduler:
             generation.fail(Busy(f"waited {waited:.0f} s for a generation slot",
                                  retry_after=self.retry_after()))
         for generation in cancelled:
-            generation.finish(self._result(generation, "", 0, "cancelled"))
+            generation.complete("", 0, "cancelled", self.model_name)
 
     # ------------------------------------------------------------ admission
     def _start_what_fits(self) -> None:
@@ -163,7 +163,7 @@ class Scheduler:
             generation = self.starting[0]
             if generation.cancelled:
                 self.starting.popleft()
-                generation.finish(self._result(generation, "", 0, "cancelled"))
+                generation.complete("", 0, "cancelled", self.model_name)
                 self.queue.release()
                 continue
             prompt, limit = self._plan(generation)
@@ -265,7 +265,7 @@ class Scheduler:
         seq.generation.push_piece(tail)
         self._release(seq)
         seconds = time.monotonic() - seq.started_at
-        seq.generation.finish(self._result(seq.generation, "".join(seq.pieces), seq.produced, reason))
+        seq.generation.complete("".join(seq.pieces), seq.produced, reason, self.model_name)
         self.on_finish(seconds)
 
     def _release(self, seq: Sequence) -> None:
@@ -278,13 +278,3 @@ class Scheduler:
         for seq in list(self.running):
             self._release(seq)
             seq.generation.fail(RuntimeError(f"generation failed: {error}"))
-
-    def _result(self, generation: Generation, generated: str, tokens: int,
-                reason: str) -> GenerationResult:
-        request = generation.request
-        if request.truncate:
-            generated = cut_to_last_sentence(generated)
-        text = (request.prefix if request.include_prefix else "") + generated
-        return GenerationResult(text=text, prefix=request.prefix, tokens=tokens,
-                                seconds=time.monotonic() - generation.submitted_at,
-                                model=self.model_name, finish_reason=reason)
