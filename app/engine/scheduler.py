@@ -26,10 +26,12 @@ import numpy as np
 
 from .admission import GenerationQueue
 from .cache_pool import CachePool
+from .checkpoint import END_OF_TEXT
 from .drafts import PromptLookup
 from .generation import Generation
 from .runner import Segment, StepRunner
 from .sampling import TokenSampler
+from .stops import StopStrings
 from .text import PieceDecoder, Tokenizer
 from .types import Busy
 
@@ -61,11 +63,12 @@ class Sequence:
     sampler: TokenSampler
     decoder: PieceDecoder
     drafts: PromptLookup | None
+    stops: StopStrings
     started_at: float
     read: int = 0           # prompt tokens whose keys and values are in the pool
     last_token: int = -1    # the latest token, fed to the model at `position`
     produced: int = 0
-    pieces: list[str] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)  # the text shown so far
 
     @property
     def prefilling(self) -> bool:
@@ -193,10 +196,11 @@ class Scheduler:
             generation.fail(ValueError(f"bad sampling parameters: {e}"))
             return
         drafts = PromptLookup(prompt) if self.settings.speculative_tokens else None
+        stops = request.stop + ((END_OF_TEXT,) if request.stop_at_end else ())
         self.running.append(Sequence(
             generation=generation, prompt=prompt, pages=pages, places=places, limit=limit,
             sampler=sampler, decoder=PieceDecoder(self.tokenizer), drafts=drafts,
-            started_at=time.monotonic()))
+            stops=StopStrings(stops), started_at=time.monotonic()))
 
     # ------------------------------------------------------------- planning
     def schedule(self) -> list[Segment]:
@@ -251,18 +255,25 @@ class Scheduler:
         seq.last_token = token
         if seq.drafts is not None:
             seq.drafts.append(token)
-        piece = seq.decoder.feed(token)
-        seq.pieces.append(piece)
-        seq.generation.push_piece(piece)
+        piece, stopped = seq.stops.feed(seq.decoder.feed(token))
+        self._show(seq, piece)
+        if stopped:
+            self._finish(seq, "stop")
+            return False
         if seq.produced >= seq.limit:
             self._finish(seq, "length")
             return False
         return True
 
+    def _show(self, seq: Sequence, piece: str) -> None:
+        seq.pieces.append(piece)
+        seq.generation.push_piece(piece)
+
     def _finish(self, seq: Sequence, reason: str) -> None:
-        tail = seq.decoder.flush()
-        seq.pieces.append(tail)
-        seq.generation.push_piece(tail)
+        if reason != "stop":  # the text ends here: what was held back is shown
+            tail, stopped = seq.stops.feed(seq.decoder.flush())
+            self._show(seq, tail if stopped else tail + seq.stops.flush())
+            reason = "stop" if stopped else reason
         self._release(seq)
         seconds = time.monotonic() - seq.started_at
         seq.generation.complete("".join(seq.pieces), seq.produced, reason, self.model_name)

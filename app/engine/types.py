@@ -23,7 +23,10 @@ class GenerationRequest:
     seed: Optional[int] = None  # same seed and parameters, same text
     truncate: bool = True  # cut back to the last complete sentence
     include_prefix: bool = True
-    stop_at_end: bool = True  # end early when the model writes <|endoftext|>
+    # End early when the model ends the episode: the end-of-text token, or the
+    # delimiter written as text (fine-tuned models write it that way).
+    stop_at_end: bool = True
+    stop: tuple[str, ...] = ()  # more strings that end the text; never shown
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,9 @@ class GenerationResult:
     tokens: int  # tokens generated (before truncation)
     seconds: float
     model: str
-    # "length" (all tokens written), "end_of_text" (the model ended the
-    # episode), "cancelled" (the caller went away), "shutdown" (cut short by close)
+    # "length" (all tokens written), "stop" (a stop string, the episode
+    # delimiter included), "end_of_text" (the end-of-text token), "cancelled"
+    # (the caller went away), "shutdown" (cut short by close)
     finish_reason: str = "length"
 
 

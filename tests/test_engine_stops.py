@@ -1,0 +1,103 @@
+"""Stop strings: matched on the decoded text across token boundaries, never
+shown, and the generation ends there."""
+import numpy as np
+import pytest
+
+from app.engine.admission import GenerationQueue
+from app.engine.generation import Generation
+from app.engine.scheduler import Scheduler
+from app.engine.stops import StopStrings
+from app.engine.text import Tokenizer
+from app.engine.types import GenerationRequest
+from engine_models import make_run
+
+DELIMITER = "<|endoftext|>"
+
+
+def test_text_that_may_start_a_stop_string_is_held_back():
+    stops = StopStrings((DELIMITER, "THE END"))
+    assert stops.feed("Ash wins. <") == ("Ash wins. ", False)
+    assert stops.feed("|end") == ("", False)
+    assert stops.feed("oftext|> Next") == ("", True)
+
+
+def test_held_text_is_released_when_it_turns_out_not_to_stop():
+    stops = StopStrings((DELIMITER,))
+    assert stops.feed("a <|") == ("a ", False)
+    assert stops.feed("b") == ("<|b", False)
+    assert stops.feed("THE <|end") == ("THE ", False)
+    assert stops.flush() == "<|end"
+    assert stops.flush() == ""
+
+
+def test_the_earliest_stop_string_wins_and_empty_ones_are_ignored():
+    stops = StopStrings(("", "battle", "wins"))
+    assert stops.feed("Pikachu wins the battle") == ("Pikachu ", True)
+    assert StopStrings(()).feed("anything <|") == ("anything <|", False)
+
+
+class ScriptedRunner:
+    """The model's part in a step, played from a script: at each position the
+    logits pick the script's next token. The scheduler's own logic is real."""
+    ragged = True
+    pool_size = 4096
+    n_ctx = 1024
+
+    def __init__(self, script, vocab):
+        self.script, self.vocab = script, vocab
+
+    def run(self, plan, pool):
+        logits = []
+        for segment in plan:
+            if segment.logits == "none":
+                logits.append(np.zeros((0, self.vocab), np.float32))
+                continue
+            ends = range(segment.start, segment.end + 1) if segment.logits == "all" else [segment.end]
+            rows = np.zeros((len(ends), self.vocab), np.float32)
+            for row, position in enumerate(ends):
+                rows[row, self.script[position - len(segment.sequence.prompt) + 1]] = 10.0
+            logits.append(rows)
+        return logits
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    run_dir = make_run(str(tmp_path_factory.mktemp("checkpoint")))
+    return Tokenizer(run_dir, 4096)
+
+
+def run_to_the_end(tokenizer, written, request):
+    prompt = tokenizer.encode(request.prefix)
+    script = tokenizer.encode(written)
+    queue = GenerationQueue(1, 0)
+    scheduler = Scheduler(ScriptedRunner(script, 4096), tokenizer, queue, "scripted")
+    generation = Generation(request, prompt, 30)
+    queue.submit(generation, 1)
+    while not generation.done:
+        scheduler._turn()
+    return list(generation.pieces()), generation.result(), len(script)
+
+
+def test_the_episode_delimiter_written_as_text_ends_the_answer(tokenizer):
+    written = " wins the badge.\n<|endoftext|>\nMisty meets Togepi. Togepi cries."
+    request = GenerationRequest(prefix="Ash", length=200, truncate=False)
+    pieces, result, _ = run_to_the_end(tokenizer, written, request)
+    assert result.finish_reason == "stop" and result.text == "Ash wins the badge.\n"
+    assert "".join(pieces) == " wins the badge.\n" and not any("<" in p for p in pieces)
+
+
+def test_a_requested_stop_string_ends_it_and_the_delimiter_can_be_kept(tokenizer):
+    written = " cooks.\n<|endoftext|>\nMisty sings. THE END of it."
+    request = GenerationRequest(prefix="Brock", length=200, truncate=False, stop_at_end=False,
+                                stop=("THE END",))
+    _, result, _ = run_to_the_end(tokenizer, written, request)
+    assert result.finish_reason == "stop"
+    assert result.text == "Brock cooks.\n<|endoftext|>\nMisty sings. "
+
+
+def test_without_a_stop_the_answer_runs_to_its_length(tokenizer):
+    written = " and Pikachu train all day long."
+    pieces, result, tokens = run_to_the_end(tokenizer, written, GenerationRequest(
+        prefix="Ash", length=len(tokenizer.encode(written)), truncate=False))
+    assert result.finish_reason == "length" and result.tokens == tokens
+    assert result.text == "Ash" + "".join(pieces)
