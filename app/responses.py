@@ -16,6 +16,7 @@ def result_payload(result: GenerationResult) -> dict:
         "tokens": result.tokens,
         "seconds": round(result.seconds, 3),
         "model": result.model,
+        "finish_reason": result.finish_reason,
     }
 
 

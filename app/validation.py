@@ -17,10 +17,13 @@ MAX_LENGTH = 1023
 MAX_TEMPERATURE = 5.0
 MAX_TOP_K = 1000
 MAX_SEED = 2**31 - 1
+MAX_STOPS = 4
+MAX_STOP_CHARS = 64
 CALLBACK_PATTERN = re.compile(r"[A-Za-z_$][0-9A-Za-z_$.]{0,63}")
 
 GENERATION_PARAMETERS = ("prefix", "sample", "length", "temperature", "top_k", "top_p",
-                         "seed", "truncate", "include_prefix")
+                         "seed", "truncate", "include_prefix", "stop")
+REPEATABLE = ("stop",)
 # `_` is the cache-buster jQuery adds to JSONP calls of the original front end.
 JSONP_PARAMETERS = ("callback", "_")
 
@@ -54,7 +57,7 @@ def parse_generation_query(args, *, allow_callback: bool = True) -> GenerationQu
         if name not in allowed:
             raise ValidationError(f"unknown parameter {name!r}; known parameters: "
                                   f"{', '.join(allowed)}", name)
-        if len(args.getlist(name)) > 1:
+        if len(args.getlist(name)) > 1 and name not in REPEATABLE:
             raise ValidationError(f"{name} is given more than once", name)
     values: Mapping[str, str] = {name: args.get(name) for name in args.keys()}
     defaults = GenerationRequest()
@@ -69,6 +72,7 @@ def parse_generation_query(args, *, allow_callback: bool = True) -> GenerationQu
         seed=_integer(values, "seed", defaults.seed, 0, MAX_SEED),
         truncate=_boolean(values, "truncate", defaults.truncate),
         include_prefix=_boolean(values, "include_prefix", defaults.include_prefix),
+        stop=_stops(args.getlist("stop")),
     )
     return GenerationQuery(request=request, callback=_callback(values))
 
@@ -138,6 +142,18 @@ def _boolean(values, name, default):
         return False
     raise ValidationError(f"{name} must be true or false (also 1/0, yes/no, on/off), "
                           f"got {raw!r}", name)
+
+
+def _stops(texts: list[str]) -> tuple[str, ...]:
+    """Strings that end the text where they appear (the episode delimiter always does)."""
+    if len(texts) > MAX_STOPS:
+        raise ValidationError(f"stop may be given at most {MAX_STOPS} times, got {len(texts)}",
+                              "stop")
+    for text in texts:
+        if not 1 <= len(text) <= MAX_STOP_CHARS or "\x00" in text:
+            raise ValidationError(f"each stop must be 1 to {MAX_STOP_CHARS} characters with no NUL, "
+                                  f"got {text[:80]!r}", "stop")
+    return tuple(texts)
 
 
 def _callback(values) -> Optional[str]:

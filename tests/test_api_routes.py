@@ -28,7 +28,7 @@ def test_generation_answers_json_with_cors(client, engine):
     assert response.content_type == "application/json; charset=utf-8"
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     body = response.get_json()
-    assert set(body) == {"text", "prefix", "tokens", "seconds", "model"}
+    assert set(body) == {"text", "prefix", "tokens", "seconds", "model", "finish_reason"}
     assert body["text"].startswith("Ash fell") and body["prefix"] == "Ash fell"
     assert engine.submitted[0].length == 4 and engine.submitted[0].seed == 3
 
@@ -113,7 +113,7 @@ def test_stream_sends_pieces_then_the_json_of_slash(client):
               for block in response.get_data(as_text=True).strip().split("\n\n")]
     assert [name for name, _ in events] == ["event: piece"] * 4 + ["event: done"]
     assert "".join(data["text"] for _, data in events[:4]) == "Then Team Rocket came."
-    assert set(events[-1][1]) == {"text", "prefix", "tokens", "seconds", "model"}
+    assert set(events[-1][1]) == {"text", "prefix", "tokens", "seconds", "model", "finish_reason"}
 
 
 def test_stream_refuses_before_starting(client, engine):

@@ -8,7 +8,7 @@ import pytest
 from service_stack import ServiceStack, read_events
 
 
-EPISODE_KEYS = {"text", "prefix", "tokens", "seconds", "model"}
+EPISODE_KEYS = {"text", "prefix", "tokens", "seconds", "model", "finish_reason"}
 
 
 @pytest.fixture(scope="module")

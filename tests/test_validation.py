@@ -27,6 +27,12 @@ def test_every_parameter_is_read():
     assert (r.truncate, r.include_prefix, query.callback) == (False, False, "jQuery123_456.cb")
 
 
+def test_stop_strings_may_be_repeated_up_to_four_times():
+    assert parse([]).request.stop == ()
+    request = parse([("stop", "THE END"), ("stop", "\n\n"), ("stop", "x" * 64)]).request
+    assert request.stop == ("THE END", "\n\n", "x" * 64)
+
+
 def test_sample_is_the_original_name_of_prefix():
     assert parse([("sample", "Brock cooked")]).request.prefix == "Brock cooked"
 
@@ -62,6 +68,10 @@ def test_sample_is_the_original_name_of_prefix():
     ([("callback", "a" * 65)], "callback"),
     ([("callback", "")], "callback"),
     ([("callback", "a-b")], "callback"),
+    ([("stop", "")], "stop"),
+    ([("stop", "x" * 65)], "stop"),
+    ([("stop", "a\x00")], "stop"),
+    ([("stop", s) for s in "abcde"], "stop"),
 ])
 def test_bad_values_are_refused_with_the_parameter_named(query, parameter):
     with pytest.raises(ValidationError) as caught:
