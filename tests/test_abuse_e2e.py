@@ -40,6 +40,8 @@ def freeze_file():
 def stack(freeze_file):
     service = ServiceStack(GENERATION_CONCURRENCY=1, QUEUE_SIZE=1, QUEUE_TIMEOUT=120,
                            CLIENT_GENERATION_LIMIT=1, TRUSTED_PROXIES="127.0.0.1",
+                           # One token a step, so that tokens count steps.
+                           SPECULATIVE_TOKENS=0,
                            RATE_LIMIT=1000, RATE_BURST=2000, CONNECTION_LIMIT=100,
                            POKEGEN_FAULT_FREEZE_FILE=freeze_file).start()
     yield service
@@ -65,10 +67,17 @@ def idle(stack) -> bool:
     return stack.metric(IN_FLIGHT) == 0 and stack.metric("pokegen_queue_depth") == 0
 
 
+def runs_to_its_length(stack, seed: int) -> bool:
+    """The seeded request, read to the end, writes all its tokens: only a
+    cancel can end it early."""
+    done = stack.get("/?" + LONG.format(seed=seed), headers=client(99)).json()
+    return done["tokens"] == 1000
+
+
 # ------------------------------------------------------ generations for nobody
 
 def test_head_stream_cancels_its_generation(stack):
-    assert idle(stack)
+    assert runs_to_its_length(stack, seed=1) and idle(stack)
     before = stack.metric(TOKENS)
     head = requests.head(stack.url + "/stream?" + LONG.format(seed=1), timeout=60)
     answered = stack.metric(TOKENS)
@@ -83,7 +92,7 @@ def test_head_stream_cancels_its_generation(stack):
 
 
 def test_a_client_leaving_get_is_cancelled_within_a_step(stack, freeze_file):
-    assert idle(stack)
+    assert runs_to_its_length(stack, seed=2) and idle(stack)
     before = stack.metric(TOKENS)
     conn = socket.create_connection(("127.0.0.1", stack.port))
     conn.sendall(f"GET /?{LONG.format(seed=2)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
