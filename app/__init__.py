@@ -26,9 +26,12 @@ def create_app(config: Config | None = None, engine=None) -> Flask:
     from app.metrics import ServiceMetrics
     from app.service import Service
 
+    from app.watchdog import start_watchdog
+
     config = config or Config.from_env()
     if engine is None:
         engine = _start_engine(config)
+        start_watchdog(engine, config.stall_restart_after)
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.extensions["pokegen"] = Service(engine=engine, config=config,
                                         metrics=ServiceMetrics(engine))
@@ -48,7 +51,8 @@ def _start_engine(config: Config):
                     queue_timeout=config.queue_timeout,
                     weight_dtype=config.weight_dtype,
                     scheduling=SchedulerSettings(speculative_tokens=config.speculative_tokens,
-                                                 prefill_chunk=config.prefill_chunk))
+                                                 prefill_chunk=config.prefill_chunk),
+                    max_per_client=config.client_generation_limit)
     engine.start()
     log.info("loading %s/%s in the background", config.checkpoint_dir, config.run_name)
     return engine

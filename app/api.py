@@ -1,15 +1,21 @@
 """The HTTP API: generation as JSON, JSONP or a stream of events, plus probes,
 metrics and the model card. Validation happens before anything reaches the
 engine, and refusals are answered at once with a JSON reason.
+
+No generation outlives its client: every route cancels it when the client
+goes away (closed connection, a HEAD answered without a body) or its
+deadline passes.
 """
 from __future__ import annotations
 
 import logging
+import time
 
-from flask import Blueprint, Response, current_app, request, send_from_directory
+from flask import Blueprint, Response, current_app, g, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from app.engine.types import Busy
+from app.client_connection import disconnect_check
+from app.engine.types import Busy, ClientBusy
 from app.metrics import CONTENT_TYPE_LATEST
 from app.responses import (error_response, json_response, jsonp_response, result_payload,
                            sse_event)
@@ -18,6 +24,9 @@ from app.validation import ValidationError, parse_generation_query
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__)
+
+# How often a request waiting for its whole episode looks whether its client is still there.
+DISCONNECT_POLL_SECONDS = 0.2
 
 # The page forbids inline script and every other origin; nginx sends the same.
 PAGE_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
@@ -36,12 +45,13 @@ def generate():
         page.headers["Content-Security-Policy"] = PAGE_SECURITY_POLICY
         return page
     query = parse_generation_query(_query_args())
-    generation = service().submit(query.request)
+    generation = service().submit(query.request, client=request.remote_addr)
     try:
-        result = generation.result(timeout=service().config.request_timeout)
+        result = _wait_for_result(generation)
     except TimeoutError:
-        generation.cancel()
         return error_response(504, "the generation took longer than the request timeout")
+    except ClientGone:
+        return error_response(499, "the client closed the connection")
     service().metrics.tokens.inc(result.tokens)
     payload = result_payload(result)
     if query.callback:
@@ -49,34 +59,65 @@ def generate():
     return json_response(payload)
 
 
+class ClientGone(Exception):
+    """The client closed its connection before its answer was ready."""
+
+
+def _wait_for_result(generation):
+    """The generation's result; cancels it and raises TimeoutError or
+    ClientGone when the deadline passes or the client goes away first."""
+    deadline = g.started + service().config.request_timeout
+    client_gone = disconnect_check(request.environ)
+    while True:
+        try:
+            return generation.result(timeout=max(0.0, min(DISCONNECT_POLL_SECONDS,
+                                                           deadline - time.monotonic())))
+        except TimeoutError:
+            pass
+        if client_gone():
+            generation.cancel()
+            raise ClientGone()
+        if time.monotonic() >= deadline:
+            generation.cancel()
+            raise TimeoutError("generation still running")
+
+
 @api.get("/stream")
 def stream():
     query = parse_generation_query(_query_args(), allow_callback=False)
-    generation = service().submit(query.request)
+    generation = service().submit(query.request, client=request.remote_addr)
     # Wait for the first piece before answering, so that a queue wait that runs
     # out is still a plain 503 with Retry-After rather than an event.
-    pieces = generation.pieces()
+    remaining = g.started + service().config.request_timeout - time.monotonic()
+    pieces = generation.pieces(timeout=max(0.0, remaining))
     try:
         first = next(pieces, None)
+    except TimeoutError:
+        generation.cancel()
+        return error_response(504, "the generation took longer than the request timeout")
     except BaseException:
         generation.cancel()
         raise
-    return Response(_events(service(), generation, first, pieces),
-                    content_type="text/event-stream; charset=utf-8",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    outcome = {"finished": False}
+    response = Response(_events(service(), generation, first, pieces, outcome),
+                        content_type="text/event-stream; charset=utf-8",
+                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    # Closing the response (the client went away, an error, or a HEAD whose
+    # body is never read, so the events never start) cancels an unfinished
+    # generation and frees its slot.
+    response.call_on_close(lambda: outcome["finished"] or generation.cancel())
+    return response
 
 
-def _events(svc, generation, first, pieces):
-    """Pieces as they are sampled, then the JSON of `/`. Closing the response
-    (the client went away) cancels the generation and frees its slot."""
-    finished = False
+def _events(svc, generation, first, pieces, outcome):
+    """Pieces as they are sampled, then the JSON of `/`."""
     try:
         if first is not None:
             yield sse_event("piece", {"text": first})
         for piece in pieces:
             yield sse_event("piece", {"text": piece})
         result = generation.result(timeout=svc.config.request_timeout)
-        finished = True
+        outcome["finished"] = True
         svc.metrics.tokens.inc(result.tokens)
         yield sse_event("done", result_payload(result))
     except Busy as busy:
@@ -88,9 +129,6 @@ def _events(svc, generation, first, pieces):
     except Exception:
         log.exception("generation failed while streaming")
         yield sse_event("error", {"error": "the generation failed", "status": 500})
-    finally:
-        if not finished:
-            generation.cancel()
 
 
 @api.get("/healthz")
@@ -102,6 +140,10 @@ def healthz():
 def readyz():
     engine = service().engine
     if engine.state == "ready":
+        stalled = service().stalled()
+        if stalled:
+            return error_response(503, stalled, state="stalled",
+                                  retry_after=service().config.loading_retry_after)
         return json_response({"status": "ready", "model": engine.model_name})
     if engine.state == "failed":
         return error_response(503, f"the model failed to load: {engine.error}",
@@ -133,7 +175,9 @@ def bad_parameter(error: ValidationError):
 
 @api.app_errorhandler(Busy)
 def busy(error: Busy):
-    return error_response(503, error.reason, retry_after=max(1, int(error.retry_after)))
+    # 429: this client holds its share already; 503: the service is full for everyone.
+    status = 429 if isinstance(error, ClientBusy) else 503
+    return error_response(status, error.reason, retry_after=max(1, int(error.retry_after)))
 
 
 @api.app_errorhandler(ModelUnavailable)

@@ -24,6 +24,9 @@ class Config:
     # Requests allowed to wait for a slot, and how long each may wait.
     queue_size: int = 16
     queue_timeout: float = 30.0
+    # Generations one client address may have running or waiting at once, so
+    # that one client cannot take every slot and the whole queue.
+    client_generation_limit: int = 4
     # Longest a request may take from arrival to its last token; nginx's
     # upstream timeout must be longer.
     request_timeout: float = 300.0
@@ -39,6 +42,12 @@ class Config:
     # Prompt tokens read per step while other streams run: bounds how long a
     # long prefix holds up their next token.
     prefill_chunk: int = 16
+    # Work pending and no turn of the decoding loop for this long: /readyz
+    # answers 503 and new generations are refused (a wedge must not look healthy).
+    stall_timeout: float = 30.0
+    # A stall this long ends the worker process, which uWSGI's master then
+    # starts again (0: never).
+    stall_restart_after: float = 120.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
@@ -60,11 +69,37 @@ class Config:
             speculative_tokens=_number(env, "SPECULATIVE_TOKENS", int, defaults.speculative_tokens,
                                        minimum=0),
             prefill_chunk=_number(env, "PREFILL_CHUNK", int, defaults.prefill_chunk, minimum=1),
+            client_generation_limit=_number(env, "CLIENT_GENERATION_LIMIT", int,
+                                            defaults.client_generation_limit, minimum=1),
+            stall_timeout=_number(env, "STALL_TIMEOUT", float, defaults.stall_timeout,
+                                  minimum=1),
+            stall_restart_after=_stall_restart_after(env, defaults),
         )
 
     def limits(self) -> dict:
         """The limits the HTTP layer adds to the engine's, as shown by /info."""
-        return {"request_timeout": self.request_timeout}
+        return {"request_timeout": self.request_timeout,
+                "client_generation_limit": self.client_generation_limit,
+                "stall_timeout": self.stall_timeout,
+                "stall_restart_after": self.stall_restart_after}
+
+    def harakiri(self) -> int:
+        """uWSGI's harakiri: seconds after which a request still running has
+        its worker killed; above REQUEST_TIMEOUT, so the app answers first."""
+        return int(math.ceil(self.request_timeout)) + HARAKIRI_MARGIN
+
+
+# Seconds between the app's own deadline and uWSGI's last resort.
+HARAKIRI_MARGIN = 60
+
+
+def _stall_restart_after(env, defaults) -> float:
+    value = _number(env, "STALL_RESTART_AFTER", float, defaults.stall_restart_after, minimum=0)
+    stall_timeout = _number(env, "STALL_TIMEOUT", float, defaults.stall_timeout, minimum=1)
+    if 0 < value < stall_timeout:
+        raise ConfigError(f"STALL_RESTART_AFTER must be 0 (never) or at least STALL_TIMEOUT "
+                          f"({stall_timeout:g}), got {env.get('STALL_RESTART_AFTER')!r}")
+    return value
 
 
 def _choice(env, name, choices, default):
@@ -97,13 +132,19 @@ def main() -> int:
     import argparse
     import sys
 
-    argparse.ArgumentParser(description="Check pokegen's settings (environment variables) "
-                                        "and print the values in force.").parse_args()
+    parser = argparse.ArgumentParser(description="Check pokegen's settings (environment "
+                                                 "variables) and print the values in force.")
+    parser.add_argument("--harakiri", action="store_true",
+                        help="print only uWSGI's harakiri seconds (read by uwsgi.ini)")
+    args = parser.parse_args()
     try:
         config = Config.from_env()
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if args.harakiri:
+        print(config.harakiri())
+        return 0
     for name, value in vars(config).items():
         print(f"{name.upper()}={value}")
     return 0

@@ -40,6 +40,15 @@ class ServiceMetrics:
         self.registry.register(_DraftCounters(engine))
         self._engine_gauge("pokegen_model_ready", "1 when the model is loaded and serving.",
                            lambda: 1.0 if engine.state == "ready" else 0.0)
+        self._engine_gauge("pokegen_engine_tokens_generated", "Tokens the engine has generated, "
+                           "for every request (cancelled ones too).",
+                           lambda: _stat(engine, "tokens_generated"))
+        self._engine_gauge("pokegen_engine_stalled_seconds", "Seconds the decoding loop has held "
+                           "work without a step (0 while it keeps up).",
+                           lambda: _stat(engine, "stalled_seconds"))
+        self._engine_gauge("pokegen_tokenizer_cache_bytes", "Bytes held by the tokenizer's cache "
+                           "of merged words (bounded).",
+                           lambda: _stat(engine, "tokenizer_cache_bytes"))
 
     def _engine_gauge(self, name, documentation, read):
         gauge = Gauge(name, documentation, registry=self.registry)

@@ -1,5 +1,8 @@
 """What the HTTP layer needs from the engine, in one place: the context-window
 check, submission, and refusals with a reason when the model is not serving.
+
+Every refusal that costs nothing (loading, stalled, this client's share
+taken, no room) comes before the prefix is tokenized.
 """
 from __future__ import annotations
 
@@ -24,15 +27,29 @@ class Service:
     config: Config
     metrics: ServiceMetrics
 
-    def submit(self, request: GenerationRequest):
-        """Hands a validated request to the engine; raises Busy, ModelUnavailable
-        or ValidationError at once, never waits for a slot here."""
+    def submit(self, request: GenerationRequest, client: str | None = None):
+        """Hands a validated request to the engine; raises Busy (ClientBusy for
+        a client over its share), ModelUnavailable or ValidationError at once,
+        never waits for a slot here."""
         if self.engine.state == "failed":
             raise ModelUnavailable(f"the model failed to load: {self.engine.error}")
         if self.engine.state != "ready":
             raise Busy("the model is still loading", self.config.loading_retry_after)
-        check_context_fits(request, self.engine.count_tokens, self.n_ctx())
-        return self.engine.submit(request)
+        stalled = self.stalled()
+        if stalled:
+            raise Busy(stalled, self.config.loading_retry_after)
+        self.engine.check_admission(client)
+        prompt = self.engine.encode(request.prefix)
+        check_context_fits(request, lambda _: len(prompt), self.n_ctx())
+        return self.engine.submit(request, client=client, prompt=prompt)
+
+    def stalled(self) -> str | None:
+        """Why the engine counts as wedged, or None while it keeps up."""
+        seconds = self.engine.stalled_for()
+        if seconds < self.config.stall_timeout:
+            return None
+        return (f"the generation engine has taken no step for {seconds:.0f} s with work "
+                f"pending")
 
     def n_ctx(self) -> int:
         return int(self.engine.info["hparams"]["n_ctx"])

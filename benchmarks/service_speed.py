@@ -142,7 +142,8 @@ def start_stack(args):
     settings = dict(CHECKPOINT_DIR=os.path.abspath(args.checkpoint_dir), RUN_NAME=RUN_NAME,
                     GENERATION_CONCURRENCY=args.generation_concurrency, QUEUE_SIZE=QUEUE_SIZE,
                     # One client address stands for every user here.
-                    RATE_LIMIT=1000, RATE_BURST=2000)
+                    RATE_LIMIT=1000, RATE_BURST=2000, CONNECTION_LIMIT=1000,
+                    CLIENT_GENERATION_LIMIT=1000)
     log("starting the stack (scripts/serve.sh): " + " ".join(f"{k}={v}" for k, v in settings.items()))
     return ServiceStack(**settings).start(timeout=600)
 

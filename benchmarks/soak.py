@@ -305,7 +305,9 @@ def _soak_own_stack(args, soak: dict) -> SoakReport:
 
     settings = dict(GENERATION_CONCURRENCY=args.generation_concurrency,
                     QUEUE_SIZE=args.queue_size, RATE_LIMIT=args.rate_limit,
-                    RATE_BURST=2 * args.rate_limit)
+                    RATE_BURST=2 * args.rate_limit,
+                    # One address stands for every simulated user.
+                    CONNECTION_LIMIT=1000, CLIENT_GENERATION_LIMIT=1000)
     if args.checkpoint_dir:
         settings["CHECKPOINT_DIR"] = os.path.abspath(args.checkpoint_dir)
         settings["RUN_NAME"] = args.run_name

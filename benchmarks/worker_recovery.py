@@ -64,7 +64,9 @@ def main() -> int:
         else {}
     started = time.monotonic()
     try:
-        stack = ServiceStack(GENERATION_CONCURRENCY=3, **settings).start(timeout=args.limit)
+        # Every held request comes from 127.0.0.1: the per-client limits are opened up.
+        stack = ServiceStack(GENERATION_CONCURRENCY=3, CONNECTION_LIMIT=1000,
+                             CLIENT_GENERATION_LIMIT=1000, **settings).start(timeout=args.limit)
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

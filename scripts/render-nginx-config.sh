@@ -13,6 +13,13 @@
 #                    the app (the page's files are not counted)        (10)
 #   RATE_BURST       extra requests allowed in a burst: the first half
 #                    at once, the rest paced, beyond it a JSON 429     (40)
+#   CONNECTION_LIMIT requests each client address may have open at the
+#                    app at once; beyond, a JSON 429                   (8)
+#   TRUSTED_PROXIES  addresses or CIDR ranges of proxies (a load
+#                    balancer) whose X-Forwarded-For names the client,
+#                    separated by spaces or commas                     (none)
+#   INTERNAL_ADDRESSES addresses or CIDR ranges allowed to read /metrics
+#                    and /info; others get a JSON 403                  (127.0.0.1 ::1)
 # Only these names are substituted: nginx's own $variables stay as they are.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -27,17 +34,39 @@ export UPSTREAM_TIMEOUT="${UPSTREAM_TIMEOUT:-330}"
 export NGINX_USER="${NGINX_USER:-$(stat -c %U "$root")}"
 export RATE_LIMIT="${RATE_LIMIT:-10}"
 export RATE_BURST="${RATE_BURST:-40}"
-for name in RATE_LIMIT RATE_BURST; do
+export CONNECTION_LIMIT="${CONNECTION_LIMIT:-8}"
+TRUSTED_PROXIES="${TRUSTED_PROXIES:-}"
+INTERNAL_ADDRESSES="${INTERNAL_ADDRESSES-127.0.0.1 ::1}"
+for name in RATE_LIMIT RATE_BURST CONNECTION_LIMIT; do
   if ! [[ "${!name}" =~ ^[1-9][0-9]{0,5}$ ]]; then
     echo "error: $name must be a whole number from 1 to 999999, got '${!name}'" >&2
     exit 1
   fi
 done
-export RATE_DELAY="$(( RATE_BURST / 2 ))"
+# nginx refuses delay=0: a burst of 1 is taken at once.
+export RATE_DELAY="$(( RATE_BURST > 1 ? RATE_BURST / 2 : 1 ))"
+
+# One nginx line per address or range, each checked first: "DIRECTIVE ADDRESS;".
+address_lines() {
+  local name="$1" directive="$2" address lines=""
+  for address in ${!name//,/ }; do
+    if ! [[ "$address" =~ ^[0-9a-fA-F:.]+(/[0-9]{1,3})?$ ]]; then
+      echo "error: $name must list IP addresses or CIDR ranges, got '$address'" >&2
+      exit 1
+    fi
+    lines+="    $directive $address;"$'\n'
+  done
+  printf '%s' "$lines"
+}
+REAL_IP_FROM="$(address_lines TRUSTED_PROXIES set_real_ip_from)" || exit 1
+INTERNAL_ALLOW="$(address_lines INTERNAL_ADDRESSES "    allow")" || exit 1
+# $(...) drops the last newline: put it back so the next directive starts a line.
+export REAL_IP_FROM="${REAL_IP_FROM:+$REAL_IP_FROM$'\n'}"
+export INTERNAL_ALLOW="${INTERNAL_ALLOW:+$INTERNAL_ALLOW$'\n'}"
 
 mkdir -p "$RUN_DIR/temp"
 names='${RUN_DIR} ${PORT} ${BIND_ADDRESS} ${POKEGEN_SOCKET} ${STATIC_DIR} ${UPSTREAM_TIMEOUT} ${NGINX_USER}
-  ${RATE_LIMIT} ${RATE_BURST} ${RATE_DELAY}'
+  ${RATE_LIMIT} ${RATE_BURST} ${RATE_DELAY} ${CONNECTION_LIMIT} ${REAL_IP_FROM} ${INTERNAL_ALLOW}'
 for name in nginx.conf pokegen.conf; do
   envsubst "$names" < "$root/nginx/$name.template" > "$RUN_DIR/$name.tmp"
   mv "$RUN_DIR/$name.tmp" "$RUN_DIR/$name"

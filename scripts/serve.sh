@@ -5,8 +5,10 @@
 #
 # Settings (environment): PORT (5000), BIND_ADDRESS (0.0.0.0), CHECKPOINT_DIR
 # (checkpoint), RUN_NAME (run1), GENERATION_CONCURRENCY, QUEUE_SIZE,
-# QUEUE_TIMEOUT, REQUEST_TIMEOUT (see app/config.py), RATE_LIMIT, RATE_BURST
-# (see scripts/render-nginx-config.sh), RUN_DIR (run: socket, rendered nginx
+# QUEUE_TIMEOUT, REQUEST_TIMEOUT, CLIENT_GENERATION_LIMIT, STALL_TIMEOUT,
+# STALL_RESTART_AFTER (see app/config.py), RATE_LIMIT, RATE_BURST,
+# CONNECTION_LIMIT, TRUSTED_PROXIES, INTERNAL_ADDRESSES (see
+# scripts/render-nginx-config.sh), RUN_DIR (run: socket, rendered nginx
 # configuration, pid and temp files).
 #
 # A checkpoint that fails to load is reported once ("error: ..."); the service

@@ -19,15 +19,27 @@ class EngineDouble:
         self.cancelled = []
         self.pieces_per_generation = ["Then", " Team", " Rocket", " came."]
         self.generation_pieces = None  # replaces GenerationDouble.pieces when set
+        self.encoded = []  # every text tokenized, in order
+        self.stalled_seconds = 0.0
 
     def count_tokens(self, text: str) -> int:
-        return len(text.split())
+        return len(self.encode(text))
 
-    def submit(self, request):
+    def encode(self, text: str) -> list:
+        self.encoded.append(text)
+        return list(range(len(text.split())))
+
+    def check_admission(self, client=None):
         if self.busy_reason:
             raise Busy(self.busy_reason, 7)
+
+    def submit(self, request, client=None, prompt=None):
+        self.check_admission(client)
         self.submitted.append(request)
         return GenerationDouble(self, request)
+
+    def stalled_for(self):
+        return self.stalled_seconds
 
     def stats(self):
         return {"in_flight": 1, "queued": 2, "draft_tokens": 40, "draft_tokens_accepted": 25}
@@ -45,7 +57,7 @@ class GenerationDouble:
         self.request = request
         self.cancel_event = threading.Event()
 
-    def pieces(self):
+    def pieces(self, timeout=None):
         if self.engine.generation_pieces:
             yield from self.engine.generation_pieces(self)
             return

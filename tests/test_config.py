@@ -41,3 +41,28 @@ def test_the_check_command_prints_one_line_for_a_bad_value():
                             capture_output=True, env={"QUEUE_SIZE": "lots", "PATH": "/usr/bin"})
     assert result.returncode == 1
     assert result.stderr == "error: QUEUE_SIZE must be an integer, got 'lots'\n"
+
+
+def test_fairness_and_stall_settings():
+    defaults = Config.from_env({})
+    assert (defaults.client_generation_limit, defaults.stall_timeout,
+            defaults.stall_restart_after) == (4, 30.0, 120.0)
+    config = Config.from_env({"CLIENT_GENERATION_LIMIT": "2", "STALL_TIMEOUT": "5",
+                              "STALL_RESTART_AFTER": "0"})
+    assert (config.client_generation_limit, config.stall_timeout,
+            config.stall_restart_after) == (2, 5.0, 0.0)
+    for name, value in [("CLIENT_GENERATION_LIMIT", "0"), ("STALL_TIMEOUT", "0.5"),
+                        ("STALL_RESTART_AFTER", "-1")]:
+        with pytest.raises(ConfigError, match=name):
+            Config.from_env({name: value})
+    # A restart sooner than the stall is even reported makes no sense.
+    with pytest.raises(ConfigError, match="STALL_RESTART_AFTER must be 0 .* at least"):
+        Config.from_env({"STALL_TIMEOUT": "10", "STALL_RESTART_AFTER": "5"})
+
+
+def test_harakiri_is_derived_from_the_request_timeout():
+    for timeout, harakiri in [("300", "360"), ("12.5", "73")]:
+        result = subprocess.run([sys.executable, "-m", "app.config", "--harakiri"], cwd=ROOT,
+                                text=True, capture_output=True,
+                                env={"PATH": "/usr/bin:/bin", "REQUEST_TIMEOUT": timeout})
+        assert (result.returncode, result.stdout) == (0, harakiri + "\n"), result.stderr

@@ -33,9 +33,11 @@ DEADLINE = 60.0  # no request may wait longer for its answer
 
 @pytest.fixture(scope="module")
 def stack():
-    # Several clients share 127.0.0.1 here: the limiter (tested on its own) is opened up.
+    # Several clients share 127.0.0.1 here: the per-client limits (tested on their own,
+    # test_nginx_fairness.py and test_abuse_e2e.py) are opened up.
     service = ServiceStack(GENERATION_CONCURRENCY=3, QUEUE_SIZE=16, RATE_LIMIT=1000,
-                           RATE_BURST=2000).start()
+                           RATE_BURST=2000, CONNECTION_LIMIT=1000,
+                           CLIENT_GENERATION_LIMIT=1000).start()
     yield service
     service.stop()  # the SIGTERM test has usually stopped it already
 

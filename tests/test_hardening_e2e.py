@@ -25,7 +25,9 @@ RATE_LIMIT, RATE_BURST = 10, 40
 
 @pytest.fixture(scope="module")
 def stack():
-    service = ServiceStack(GENERATION_CONCURRENCY=2, QUEUE_SIZE=4,
+    # The rate limit is tested here with floods of a hundred requests at once:
+    # the cap on open connections (test_nginx_fairness.py) is opened up.
+    service = ServiceStack(GENERATION_CONCURRENCY=2, QUEUE_SIZE=4, CONNECTION_LIMIT=1000,
                            REQUEST_TIMEOUT=REQUEST_TIMEOUT).start()
     yield service
     assert service.stop() in (0, 143), service.log()

@@ -16,10 +16,11 @@ from soak import format_report, run_soak, stack_rss  # noqa: E402
 
 @pytest.fixture(scope="module")
 def stack():
-    # One client address stands for sixteen users: the limiter (tested on its
-    # own) is opened up, as `make soak` does.
+    # One client address stands for sixteen users: the per-client limits
+    # (tested on their own) are opened up, as `make soak` does.
     service = ServiceStack(GENERATION_CONCURRENCY=3, QUEUE_SIZE=16, RATE_LIMIT=1000,
-                           RATE_BURST=2000).start()
+                           RATE_BURST=2000, CONNECTION_LIMIT=1000,
+                           CLIENT_GENERATION_LIMIT=1000).start()
     yield service
     assert service.stop() in (0, 143), service.log()
 

@@ -2,7 +2,8 @@
 once, and continuous batching of concurrent requests."""
 from .engine import Engine
 from .generation import Generation
-from .types import DEFAULT_PREFIX, Busy, GenerationRequest, GenerationResult, ModelLoadError
+from .types import (DEFAULT_PREFIX, Busy, ClientBusy, GenerationRequest, GenerationResult,
+                    ModelLoadError)
 
-__all__ = ["Engine", "Generation", "GenerationRequest", "GenerationResult", "Busy",
+__all__ = ["Engine", "Generation", "GenerationRequest", "GenerationResult", "Busy", "ClientBusy",
            "ModelLoadError", "DEFAULT_PREFIX"]

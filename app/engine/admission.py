@@ -35,9 +35,18 @@ class GenerationQueue:
             elif len(self._waiting) < self.max_waiting:
                 self._waiting.append(generation)
             else:
-                raise Busy(f"all {self.max_active} generation slots are busy and "
-                           f"{self.max_waiting} requests already wait", retry_after)
+                raise Busy(self.full_reason(), retry_after)
             self._lock.notify_all()
+
+    def has_room(self) -> bool:
+        """Whether submit() would take one more request now (a hint: it may change)."""
+        with self._lock:
+            return (self._closed_reason is None
+                    and (self._active < self.max_active or len(self._waiting) < self.max_waiting))
+
+    def full_reason(self) -> str:
+        return (self._closed_reason or f"all {self.max_active} generation slots are busy and "
+                                       f"{self.max_waiting} requests already wait")
 
     def take_ready(self) -> list[Generation]:
         with self._lock:

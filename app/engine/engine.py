@@ -11,7 +11,9 @@ import logging
 import math
 import os
 import threading
+import time
 
+from . import faults
 from .admission import GenerationQueue
 from .cache_pool import PAGE
 from .checkpoint import Checkpoint, WeightReader, first_line, open_checkpoint
@@ -22,7 +24,7 @@ from .packed_weights import KernelUnavailable
 from .runner import StepRunner
 from .scheduler import Scheduler, SchedulerSettings
 from .text import Tokenizer
-from .types import Busy, GenerationRequest, ModelLoadError
+from .types import Busy, ClientBusy, GenerationRequest, ModelLoadError
 
 log = logging.getLogger("pokegen.engine")
 
@@ -43,14 +45,18 @@ class Engine:
                  max_batch: int = 3, max_queue: int = 16, queue_timeout: float = 30.0,
                  threads: int | None = None, cache_tokens: int | None = None,
                  cache_dtype: str = "bfloat16", weight_dtype: str = "int8",
-                 scheduling: SchedulerSettings | None = None):
+                 scheduling: SchedulerSettings | None = None,
+                 max_per_client: int | None = None):
         """weight_dtype: bfloat16 (the packed kernel; float32 with a warning
         when it is not built), float32, or int8 (the native decoder, native.py).
 
         cache_tokens: positions in the key/value pool shared by running
         requests (default: a full context per batch row, so nobody waits for
         room; memory is only touched as places are used). With less, a
-        request that does not fit waits for a running one to end."""
+        request that does not fit waits for a running one to end.
+
+        max_per_client: generations one client (submit's `client`) may have
+        running or waiting at once; None for no such cap."""
         if max_batch < 1 or max_queue < 0 or queue_timeout <= 0:
             raise ValueError("max_batch >= 1, max_queue >= 0 and queue_timeout > 0 are required")
         self.checkpoint_dir = checkpoint_dir
@@ -63,6 +69,8 @@ class Engine:
         self.cache_dtype = cache_dtype
         self.weight_dtype = weight_dtype
         self.scheduling = scheduling or SchedulerSettings()
+        self.max_per_client = max_per_client
+        self._per_client: dict[str, int] = {}  # client -> generations running or waiting
         self.state = LOADING
         self.error: str | None = None
         self.model_name = run_name
@@ -151,6 +159,7 @@ class Engine:
         self._scheduler = Scheduler(StepRunner(graph), tokenizer, self._queue, self.model_name,
                                     settings=self.scheduling, on_finish=self._note_finished,
                                     retry_after=self._retry_after)
+        self._scheduler.before_turn = faults.loop_hook_from_env()
 
     def _new_graph(self, checkpoint: Checkpoint, pool_size: int) -> DecoderGraph:
         if self.weight_dtype == "int8":
@@ -174,25 +183,82 @@ class Engine:
             return build(self.weight_dtype)
 
     # ------------------------------------------------------------- requests
-    def submit(self, request: GenerationRequest) -> Generation:
-        """Queues a request; raises Busy at once when it cannot be taken."""
+    def submit(self, request: GenerationRequest, *, client: str | None = None,
+               prompt: list[int] | None = None) -> Generation:
+        """Queues a request; raises Busy at once when it cannot be taken.
+
+        Every refusal that costs nothing comes before the prefix is
+        tokenized. `prompt`: the prefix's tokens, when the caller has them
+        from encode(); `client`: who asks, for the per-client cap."""
         _check(request)
+        self.check_admission(client)
+        if prompt is None:
+            prompt = self.encode(request.prefix)
+        generation = Generation(request, prompt, self.queue_timeout)
+        self._hold_client_place(client, generation)
+        try:
+            self._queue.submit(generation, self._retry_after())
+        except BaseException as refused:
+            generation.fail(refused)  # never queued: gives back its client's place
+            raise
+        return generation
+
+    def check_admission(self, client: str | None = None) -> None:
+        """Raises Busy when a request could not be taken now; cheap: no tokenizing."""
         if self._closing:
             raise Busy("the service is shutting down", retry_after=self._retry_after())
         if self.state == LOADING:
             raise Busy("the model is still loading", retry_after=5)
         if self.state == FAILED:
             raise Busy(f"the model failed to load: {self.error}", retry_after=60)
-        prompt = self._tokenizer.encode(request.prefix) or self._empty_prompt()
-        generation = Generation(request, prompt, self.queue_timeout)
-        self._queue.submit(generation, self._retry_after())
-        return generation
+        self._check_client(client)
+        if not self._queue.has_room():
+            raise Busy(self._queue.full_reason(), self._retry_after())
+
+    def _check_client(self, client: str | None) -> None:
+        if client is None or self.max_per_client is None:
+            return
+        held = self._per_client.get(client, 0)
+        if held >= self.max_per_client:
+            raise ClientBusy(f"this client already has {held} generations running or waiting; "
+                             f"at most {self.max_per_client} at once", self._retry_after())
+
+    def _hold_client_place(self, client: str | None, generation: Generation) -> None:
+        """Counts the generation against its client until it ends."""
+        if client is None or self.max_per_client is None:
+            return
+        with self._lock:
+            self._check_client(client)
+            self._per_client[client] = self._per_client.get(client, 0) + 1
+
+        def release():
+            with self._lock:
+                left = self._per_client.get(client, 1) - 1
+                if left > 0:
+                    self._per_client[client] = left
+                else:
+                    self._per_client.pop(client, None)
+        generation.on_done(release)
+
+    def encode(self, text: str) -> list[int]:
+        """The prompt submit() feeds for this prefix."""
+        if self._tokenizer is None:
+            raise Busy("the model is still loading", retry_after=5)
+        return self._tokenizer.encode(text) or self._empty_prompt()
 
     def count_tokens(self, text: str) -> int:
         """How many context positions a prefix takes (what submit() will feed)."""
-        if self._tokenizer is None:
-            raise Busy("the model is still loading", retry_after=5)
-        return len(self._tokenizer.encode(text) or self._empty_prompt())
+        return len(self.encode(text))
+
+    def stalled_for(self) -> float:
+        """Seconds the scheduler has held work (running or waiting requests)
+        without taking a turn of its loop; 0 while it keeps up."""
+        scheduler = self._scheduler
+        if self.state != READY or scheduler is None or self._closing:
+            return 0.0
+        if not (self._queue.in_flight or self._queue.queued):
+            return 0.0
+        return max(0.0, time.monotonic() - scheduler.heartbeat)
 
     def _empty_prompt(self) -> list[int]:
         # Like gpt-2-simple: an empty prefix starts from the document delimiter.
@@ -243,6 +309,9 @@ class Engine:
             "max_batch": self.max_batch,
             "max_queue": self.max_queue,
             "finished": self._finished,
+            "tokens_generated": scheduler.tokens_generated if scheduler else 0,
+            "stalled_seconds": self.stalled_for(),
+            "tokenizer_cache_bytes": self._tokenizer.words.bytes if self._tokenizer else 0,
             "graph_ops": self.graph_ops(),
             "draft_tokens": scheduler.drafted if scheduler else 0,
             "draft_tokens_accepted": scheduler.accepted if scheduler else 0,

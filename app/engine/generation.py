@@ -1,5 +1,5 @@
 """One submitted request as its caller sees it: text pieces while it runs,
-a result at the end, and a way to give up on it.
+a result at the end, and a way to give up on it. Every wait has a deadline.
 
 The scheduler thread writes into it; HTTP threads only read from it.
 """
@@ -8,12 +8,14 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .text import cut_to_last_sentence
 from .types import GenerationRequest, GenerationResult
 
 _PIECE, _END = "piece", "end"
+# Callers that know their deadline pass it; the others still never wait forever.
+DEFAULT_WAIT_SECONDS = 3600.0
 
 
 class Generation:
@@ -28,13 +30,20 @@ class Generation:
         self._drained = False
         self._result: GenerationResult | None = None
         self._error: BaseException | None = None
+        self._done_callbacks: list[Callable[[], None]] = []
+        self._callbacks_lock = threading.Lock()
 
     # ------------------------------------------------------------ callers
-    def pieces(self) -> Iterator[str]:
+    def pieces(self, timeout: float = DEFAULT_WAIT_SECONDS) -> Iterator[str]:
         """Text as it is generated; raises Busy when the request never got a
-        slot, or the engine's error if generation failed."""
+        slot, the engine's error if generation failed, and TimeoutError when
+        it has not ended `timeout` seconds after this call."""
+        deadline = time.monotonic() + timeout
         while not self._drained:
-            kind, value = self._events.get()
+            try:
+                kind, value = self._events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError("generation still running") from None
             if kind == _PIECE:
                 yield value
             else:
@@ -42,13 +51,21 @@ class Generation:
         if self._error is not None:
             raise self._error
 
-    def result(self, timeout: float | None = None) -> GenerationResult:
+    def result(self, timeout: float = DEFAULT_WAIT_SECONDS) -> GenerationResult:
         if not self._done.wait(timeout):
             raise TimeoutError("generation still running")
         if self._error is not None:
             raise self._error
         assert self._result is not None
         return self._result
+
+    def on_done(self, callback: Callable[[], None]) -> None:
+        """Calls `callback` once, when the generation ends (at once if it has)."""
+        with self._callbacks_lock:
+            if not self._done.is_set():
+                self._done_callbacks.append(callback)
+                return
+        callback()
 
     def cancel(self) -> None:
         """The caller went away: the engine frees its slot at the next step."""
@@ -69,8 +86,7 @@ class Generation:
 
     def finish(self, result: GenerationResult) -> None:
         self._result = result
-        self._done.set()
-        self._events.put((_END, None))
+        self._end()
 
     def complete(self, generated: str, tokens: int, reason: str, model: str) -> None:
         """Ends with the answer the request asked for, made from the raw text the
@@ -85,5 +101,12 @@ class Generation:
 
     def fail(self, error: BaseException) -> None:
         self._error = error
-        self._done.set()
+        self._end()
+
+    def _end(self) -> None:
+        with self._callbacks_lock:
+            self._done.set()
+            callbacks, self._done_callbacks = self._done_callbacks, []
         self._events.put((_END, None))
+        for callback in callbacks:
+            callback()

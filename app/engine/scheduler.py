@@ -101,6 +101,10 @@ class Scheduler:
         self.stop_deadline = float("inf")
         self.drafted = 0   # draft tokens checked, and of them kept: the acceptance rate
         self.accepted = 0
+        # Set at every turn: the engine's stall detection reads it.
+        self.heartbeat = time.monotonic()
+        self.before_turn = lambda: None  # a fault-injection point for tests
+        self.tokens_generated = 0  # by every sequence, cancelled ones included
 
     # ------------------------------------------------------------------ loop
     def run(self) -> None:
@@ -114,6 +118,8 @@ class Scheduler:
 
     def _turn(self) -> bool:
         """One turn of the loop; True when the loop should end."""
+        self.heartbeat = time.monotonic()
+        self.before_turn()
         self._drop_stale_waiting()
         self.starting.extend(self.queue.take_ready())
         if self.stopping and time.monotonic() >= self.stop_deadline:
@@ -252,6 +258,7 @@ class Scheduler:
             self._finish(seq, "end_of_text")
             return False
         seq.produced += 1
+        self.tokens_generated += 1
         seq.last_token = token
         if seq.drafts is not None:
             seq.drafts.append(token)

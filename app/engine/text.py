@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import codecs
 import re
+import sys
 import threading
+from collections import OrderedDict
 
 from .checkpoint import END_OF_TEXT, ModelLoadError, first_line
 
-# The encoder memoises the BPE of every distinct word it has seen; a service
-# sees endless new words, so the memo is emptied when it gets this big.
-BPE_CACHE_LIMIT = 20_000
+# The merges of words seen lately are kept, up to this many bytes: a service
+# sees endless new words, some of them as long as a whole prefix.
+WORD_CACHE_BYTES = 8 * 2**20
 
 
 class Tokenizer:
@@ -34,16 +36,74 @@ class Tokenizer:
             self.token_bytes[token] = bytes(byte_of[c] for c in piece)
         self.end_of_text = self.encoder.encoder.get(END_OF_TEXT)
         self.encoder.decoder = None  # token_bytes replaces it: one table in memory, not two
-        self._lock = threading.Lock()  # HTTP threads encode at once; the memo is shared
+        # gpt-2-simple's own memo grows without bound: it is replaced by one
+        # that keeps nothing, and self.words bounds what is kept by bytes.
+        self.encoder.cache = _NoMemo()
+        self.words = WordCache(WORD_CACHE_BYTES)
 
     def encode(self, text: str) -> list[int]:
-        with self._lock:
-            if len(self.encoder.cache) > BPE_CACHE_LIMIT:
-                self.encoder.cache.clear()
-            return self.encoder.encode(text)
+        """gpt-2-simple's Encoder.encode, with the word cache in front of its BPE."""
+        encoder, byte_encoder = self.encoder, self.encoder.byte_encoder
+        tokens: list[int] = []
+        for word in encoder.pat.findall(text):
+            symbols = "".join(byte_encoder[b] for b in word.encode("utf-8"))
+            merged = self.words.get(symbols)
+            if merged is None:
+                merged = encoder.bpe(symbols)
+                self.words.put(symbols, merged)
+            tokens.extend(encoder.encoder[piece] for piece in merged.split(" "))
+        return tokens
 
     def decode(self, tokens: list[int]) -> str:
         return b"".join(self.token_bytes[t] or b"" for t in tokens).decode("utf-8", errors="replace")
+
+
+class _NoMemo(dict):
+    """A memo that never remembers (gpt-2-simple's bpe() writes to it)."""
+
+    def __setitem__(self, key, value):
+        pass
+
+
+class WordCache:
+    """The merged form of recently seen words, least recently used dropped
+    first, holding at most `max_bytes` (keys, values and their entries).
+    HTTP threads share it; merging runs outside its lock."""
+
+    ENTRY_OVERHEAD = 120  # an OrderedDict slot and its link, roughly
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, word: str) -> str | None:
+        with self._lock:
+            merged = self._entries.get(word)
+            if merged is not None:
+                self._entries.move_to_end(word)
+            return merged
+
+    def put(self, word: str, merged: str) -> None:
+        size = self._size(word, merged)
+        if size > self.max_bytes // 64:
+            return  # a word this long is rarely seen twice: not worth the room of many
+        with self._lock:
+            if word in self._entries:
+                return
+            self._entries[word] = merged
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                old_word, old_merged = self._entries.popitem(last=False)
+                self.bytes -= self._size(old_word, old_merged)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @classmethod
+    def _size(cls, word: str, merged: str) -> int:
+        return sys.getsizeof(word) + sys.getsizeof(merged) + cls.ENTRY_OVERHEAD
 
 
 class PieceDecoder:

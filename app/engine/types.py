@@ -53,5 +53,9 @@ class Busy(Exception):
         return self.reason
 
 
+class ClientBusy(Busy):
+    """This client already holds its share of the engine: answer 429 with Retry-After."""
+
+
 class ModelLoadError(RuntimeError):
     """The checkpoint is missing or unreadable: one clear message at start."""
