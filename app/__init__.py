@@ -52,7 +52,8 @@ def _start_engine(config: Config):
                     weight_dtype=config.weight_dtype,
                     scheduling=SchedulerSettings(speculative_tokens=config.speculative_tokens,
                                                  prefill_chunk=config.prefill_chunk),
-                    max_per_client=config.client_generation_limit)
+                    max_per_client=config.client_generation_limit,
+                    loading_retry_after=config.loading_retry_after)
     engine.start()
     log.info("loading %s/%s in the background", config.checkpoint_dir, config.run_name)
     return engine

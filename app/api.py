@@ -15,11 +15,10 @@ from flask import Blueprint, Response, current_app, g, request, send_from_direct
 from werkzeug.exceptions import HTTPException
 
 from app.client_connection import disconnect_check
-from app.engine.types import Busy, ClientBusy
+from app.engine.types import Busy, ClientBusy, ModelUnavailable
 from app.metrics import CONTENT_TYPE_LATEST
 from app.responses import (error_response, json_response, jsonp_response, result_payload,
                            sse_event)
-from app.service import ModelUnavailable
 from app.validation import ValidationError, parse_generation_query
 
 log = logging.getLogger(__name__)

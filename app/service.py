@@ -10,15 +10,11 @@ import logging
 from dataclasses import dataclass
 
 from app.config import Config
-from app.engine.types import Busy, GenerationRequest
+from app.engine.types import Busy, ContextTooLong, GenerationRequest
 from app.metrics import ServiceMetrics
-from app.validation import check_context_fits
+from app.validation import context_error
 
 log = logging.getLogger(__name__)
-
-
-class ModelUnavailable(Exception):
-    """The model failed to load: every generation is refused with this reason."""
 
 
 @dataclass
@@ -31,17 +27,13 @@ class Service:
         """Hands a validated request to the engine; raises Busy (ClientBusy for
         a client over its share), ModelUnavailable or ValidationError at once,
         never waits for a slot here."""
-        if self.engine.state == "failed":
-            raise ModelUnavailable(f"the model failed to load: {self.engine.error}")
-        if self.engine.state != "ready":
-            raise Busy("the model is still loading", self.config.loading_retry_after)
         stalled = self.stalled()
         if stalled:
             raise Busy(stalled, self.config.loading_retry_after)
-        self.engine.check_admission(client)
-        prompt = self.engine.encode(request.prefix)
-        check_context_fits(request, lambda _: len(prompt), self.n_ctx())
-        return self.engine.submit(request, client=client, prompt=prompt)
+        try:
+            return self.engine.submit(request, client=client)
+        except ContextTooLong as e:
+            raise context_error(e.prefix_tokens, e.length, e.n_ctx) from None
 
     def stalled(self) -> str | None:
         """Why the engine counts as wedged, or None while it keeps up."""

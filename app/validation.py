@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional
 
 from app.engine.types import DEFAULT_PREFIX, GenerationRequest
 
@@ -77,17 +77,13 @@ def parse_generation_query(args, *, allow_callback: bool = True) -> GenerationQu
     return GenerationQuery(request=request, callback=_callback(values))
 
 
-def check_context_fits(request: GenerationRequest, count_tokens: Callable[[str], int],
-                       n_ctx: int) -> None:
-    """The prefix and the tokens to generate must fit the model's context window."""
-    prefix_tokens = count_tokens(request.prefix)
-    if prefix_tokens + request.length > n_ctx:
-        room = n_ctx - prefix_tokens
-        advice = (f"ask for at most length={room}" if room >= 1
-                  else "shorten the prefix")
-        raise ValidationError(
-            f"the prefix is {prefix_tokens} tokens and length is {request.length}: together "
-            f"they exceed the model's context of {n_ctx} tokens; {advice}", "length")
+def context_error(prefix_tokens: int, length: int, n_ctx: int) -> ValidationError:
+    """Why a prefix and the tokens to generate do not fit the model's context, and what to ask."""
+    room = n_ctx - prefix_tokens
+    advice = f"ask for at most length={room}" if room >= 1 else "shorten the prefix"
+    return ValidationError(
+        f"the prefix is {prefix_tokens} tokens and length is {length}: together "
+        f"they exceed the model's context of {n_ctx} tokens; {advice}", "length")
 
 
 def _prefix(values) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from app.engine.types import Busy, GenerationResult
+from app.engine.types import Busy, ContextTooLong, GenerationResult, ModelUnavailable
 
 
 class EngineDouble:
@@ -30,11 +30,18 @@ class EngineDouble:
         return list(range(len(text.split())))
 
     def check_admission(self, client=None):
+        if self.state == "failed":
+            raise ModelUnavailable(f"the model failed to load: {self.error}")
+        if self.state != "ready":
+            raise Busy("the model is still loading", 5)
         if self.busy_reason:
             raise Busy(self.busy_reason, 7)
 
-    def submit(self, request, client=None, prompt=None):
+    def submit(self, request, client=None):
         self.check_admission(client)
+        prefix_tokens = len(self.encode(request.prefix))
+        if prefix_tokens + request.length > self.info["hparams"]["n_ctx"]:
+            raise ContextTooLong(prefix_tokens, request.length, self.info["hparams"]["n_ctx"])
         self.submitted.append(request)
         return GenerationDouble(self, request)
 

@@ -3,7 +3,7 @@ import pytest
 from werkzeug.datastructures import MultiDict
 
 from app.engine.types import DEFAULT_PREFIX
-from app.validation import (ValidationError, check_context_fits, parse_generation_query)
+from app.validation import (ValidationError, context_error, parse_generation_query)
 
 
 def parse(query, **kwargs):
@@ -98,10 +98,7 @@ def test_longest_allowed_callback():
     assert parse([("callback", name)]).callback == name
 
 
-def test_context_window_counts_prefix_and_length():
-    words = parse([("prefix", "one two three"), ("length", "1021")]).request
-    check_context_fits(words, lambda text: len(text.split()), 1024)  # 3 + 1021 fits
-    too_long = parse([("prefix", "one two three four"), ("length", "1021")]).request
-    with pytest.raises(ValidationError) as caught:
-        check_context_fits(too_long, lambda text: len(text.split()), 1024)
-    assert "length=1020" in caught.value.reason
+def test_a_context_error_says_what_would_fit():
+    error = context_error(4, 1021, 1024)
+    assert error.parameter == "length" and "length=1020" in error.reason
+    assert "shorten the prefix" in context_error(1024, 1, 1024).reason

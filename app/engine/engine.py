@@ -24,7 +24,8 @@ from .packed_weights import KernelUnavailable
 from .runner import StepRunner
 from .scheduler import Scheduler, SchedulerSettings
 from .text import Tokenizer
-from .types import Busy, ClientBusy, GenerationRequest, ModelLoadError
+from .types import (Busy, ClientBusy, ContextTooLong, GenerationRequest, ModelLoadError,
+                    ModelUnavailable)
 
 log = logging.getLogger("pokegen.engine")
 
@@ -46,7 +47,7 @@ class Engine:
                  threads: int | None = None, cache_tokens: int | None = None,
                  cache_dtype: str = "bfloat16", weight_dtype: str = "int8",
                  scheduling: SchedulerSettings | None = None,
-                 max_per_client: int | None = None):
+                 max_per_client: int | None = None, loading_retry_after: int = 5):
         """weight_dtype: bfloat16 (the packed kernel; float32 with a warning
         when it is not built), float32, or int8 (the native decoder, native.py).
 
@@ -70,6 +71,7 @@ class Engine:
         self.weight_dtype = weight_dtype
         self.scheduling = scheduling or SchedulerSettings()
         self.max_per_client = max_per_client
+        self.loading_retry_after = loading_retry_after
         self._per_client: dict[str, int] = {}  # client -> generations running or waiting
         self.state = LOADING
         self.error: str | None = None
@@ -183,17 +185,17 @@ class Engine:
             return build(self.weight_dtype)
 
     # ------------------------------------------------------------- requests
-    def submit(self, request: GenerationRequest, *, client: str | None = None,
-               prompt: list[int] | None = None) -> Generation:
-        """Queues a request; raises Busy at once when it cannot be taken.
+    def submit(self, request: GenerationRequest, *, client: str | None = None) -> Generation:
+        """Queues a request; raises Busy at once when it cannot be taken,
+        ContextTooLong when it does not fit the model.
 
-        Every refusal that costs nothing comes before the prefix is
-        tokenized. `prompt`: the prefix's tokens, when the caller has them
-        from encode(); `client`: who asks, for the per-client cap."""
-        _check(request)
+        Every refusal that costs nothing comes before the prefix is tokenized,
+        which happens once, here. `client`: who asks, for the per-client cap."""
         self.check_admission(client)
-        if prompt is None:
-            prompt = self.encode(request.prefix)
+        prompt = self.encode(request.prefix)
+        n_ctx = self._checkpoint.hparams.n_ctx
+        if len(prompt) + request.length > n_ctx:
+            raise ContextTooLong(len(prompt), request.length, n_ctx)
         generation = Generation(request, prompt, self.queue_timeout)
         self._hold_client_place(client, generation)
         try:
@@ -208,9 +210,9 @@ class Engine:
         if self._closing:
             raise Busy("the service is shutting down", retry_after=self._retry_after())
         if self.state == LOADING:
-            raise Busy("the model is still loading", retry_after=5)
+            raise Busy("the model is still loading", retry_after=self.loading_retry_after)
         if self.state == FAILED:
-            raise Busy(f"the model failed to load: {self.error}", retry_after=60)
+            raise ModelUnavailable(f"the model failed to load: {self.error}")
         self._check_client(client)
         if not self._queue.has_room():
             raise Busy(self._queue.full_reason(), self._retry_after())
@@ -243,7 +245,7 @@ class Engine:
     def encode(self, text: str) -> list[int]:
         """The prompt submit() feeds for this prefix."""
         if self._tokenizer is None:
-            raise Busy("the model is still loading", retry_after=5)
+            raise Busy("the model is still loading", retry_after=self.loading_retry_after)
         return self._tokenizer.encode(text) or self._empty_prompt()
 
     def count_tokens(self, text: str) -> int:
@@ -328,13 +330,3 @@ def _return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
-
-
-def _check(request: GenerationRequest) -> None:
-    """The HTTP layer validates first; this keeps a bad call from reaching the loop."""
-    if not 1 <= request.length:
-        raise ValueError("length must be at least 1")
-    if request.temperature < 0 or request.top_k < 0 or not 0 < request.top_p <= 1:
-        raise ValueError("temperature >= 0, top_k >= 0 and 0 < top_p <= 1 are required")
-    if request.seed is not None and (not isinstance(request.seed, int) or request.seed < 0):
-        raise ValueError("seed must be a non-negative integer")

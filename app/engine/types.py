@@ -28,6 +28,16 @@ class GenerationRequest:
     stop_at_end: bool = True
     stop: tuple[str, ...] = ()  # more strings that end the text; never shown
 
+    def __post_init__(self):
+        # The request's own invariants, so that no caller can hand the engine one it
+        # cannot run; app/validation.py checks a query's limits first, with friendlier words.
+        if not (self.length >= 1 and self.temperature >= 0 and self.top_k >= 0
+                and 0 < self.top_p <= 1):
+            raise ValueError("length >= 1, temperature >= 0, top_k >= 0 and 0 < top_p <= 1 "
+                             "are required")
+        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
+            raise ValueError("seed must be a non-negative integer")
+
 
 @dataclass(frozen=True)
 class GenerationResult:
@@ -55,6 +65,23 @@ class Busy(Exception):
 
 class ClientBusy(Busy):
     """This client already holds its share of the engine: answer 429 with Retry-After."""
+
+
+@dataclass
+class ContextTooLong(ValueError):
+    """The prefix and the tokens asked for do not fit the model's context."""
+
+    prefix_tokens: int
+    length: int
+    n_ctx: int
+
+    def __str__(self) -> str:
+        return (f"{self.prefix_tokens} prefix tokens and {self.length} more exceed the "
+                f"context of {self.n_ctx}")
+
+
+class ModelUnavailable(Exception):
+    """The model failed to load: every generation is refused with this reason (503)."""
 
 
 class ModelLoadError(RuntimeError):
