@@ -1,8 +1,13 @@
 """Stop strings: matched on the decoded text across token boundaries, never
 shown, and the generation ends there."""
+import os
+import random
+
 import numpy as np
 import pytest
 
+import train
+from app.engine import Engine
 from app.engine.admission import GenerationQueue
 from app.engine.generation import Generation
 from app.engine.scheduler import Scheduler
@@ -101,3 +106,47 @@ def test_without_a_stop_the_answer_runs_to_its_length(tokenizer):
         prefix="Ash", length=len(tokenizer.encode(written)), truncate=False))
     assert result.finish_reason == "length" and result.tokens == tokens
     assert result.text == "Ash" + "".join(pieces)
+
+
+@pytest.fixture(scope="module")
+def delimited_model(tmp_path_factory):
+    """A tiny model trained the way train.py trains, on short episodes joined by
+    the delimiter: like every gpt-2-simple fine-tune, it learns to write the
+    delimiter as ordinary text, never as the end-of-text token."""
+    work = tmp_path_factory.mktemp("delimited")
+    rng = random.Random(1)
+    episodes = [f"{rng.choice(['Ash', 'Misty', 'Brock', 'Dawn'])} meets {p}. {p} wins the battle.\n"
+                f"{DELIMITER}\n" for p in (rng.choice(["Pikachu", "Togepi", "Psyduck", "Onix"])
+                                             for _ in range(3000))]
+    (work / "train.txt").write_text("".join(episodes), encoding="utf-8")
+    cwd = os.getcwd()
+    os.chdir(work)  # gpt-2-simple writes a samples/ folder into the working directory
+    try:
+        assert train.main(["--from-scratch", "tiny", "--dataset", str(work / "train.txt"),
+                           "--val-dataset", "", "--checkpoint-dir", str(work / "checkpoint"),
+                           "--model-dir", str(work / "models"), "--steps", "100",
+                           "--learning-rate", "3e-3", "--sample-every", "1000",
+                           "--save-every", "1000", "--val-every", "1000"]) == 0
+    finally:
+        os.chdir(cwd)
+    engine = Engine(str(work / "checkpoint"), "run1", max_batch=3)
+    engine.start()
+    assert engine.wait_ready(120), engine.error
+    yield engine
+    engine.close()
+
+
+def test_a_model_trained_on_delimited_episodes_stops_at_the_delimiter(delimited_model):
+    def episodes(**options):
+        generations = [delimited_model.submit(GenerationRequest(
+            prefix="Misty meets Onix.", length=120, seed=seed, truncate=False, **options))
+            for seed in range(6)]
+        return [(list(g.pieces()), g.result(timeout=120)) for g in generations]
+
+    # Asked to run on, the model writes the delimiter and a next episode ...
+    assert all(DELIMITER in result.text for _, result in episodes(stop_at_end=False))
+    # ... which by default it never shows: each answer is one episode.
+    for pieces, result in episodes():
+        assert result.finish_reason == "stop" and result.tokens < 120
+        assert "<|" not in result.text and not any("<" in piece for piece in pieces)
+        assert result.text == "Misty meets Onix." + "".join(pieces)
