@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 import model_card
 import scratch_model
+from app.engine import corpus_drafts
 
 GPT2_FILES = ["checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
               "model.ckpt.index", "model.ckpt.meta", "vocab.bpe"]
@@ -523,6 +524,11 @@ def main(argv=None):
         print(f"\ntrain.py: interrupted; checkpoints already saved in {run_dir} are kept", file=sys.stderr)
         return 130
     print(f"{run_dir}: {describe(card)}; model card {model_card.card_path(run_dir)}")
+    # The service's speculative decoding guesses from the text the model learnt.
+    try:
+        print(f"draft table {corpus_drafts.write_table(run_dir, args.dataset)}")
+    except (OSError, ValueError) as error:  # e.g. a dataset that is not UTF-8 text
+        print(f"train.py: no draft table ({error}); the service decodes without one", file=sys.stderr)
     if interrupted:
         print(f"train.py: interrupted; continue with: python train.py --resume --run-name {args.run_name}",
               file=sys.stderr)

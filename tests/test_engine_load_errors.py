@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from app.engine import Busy, Engine, GenerationRequest
+from app.engine import Engine, GenerationRequest
+from app.engine.types import ModelUnavailable
 from engine_models import make_run
 
 
@@ -20,7 +21,7 @@ def failed_engine(checkpoint_dir):
     assert not engine.wait_ready(60)
     assert engine.state == "failed"
     assert engine.error and "\n" not in engine.error and "Traceback" not in engine.error
-    with pytest.raises(Busy):
+    with pytest.raises(ModelUnavailable, match="^the model failed to load: "):
         engine.submit(GenerationRequest())
     engine.close()
     return engine.error

@@ -3,6 +3,7 @@ tiny int8 model. Neither may change an answer; both must really happen."""
 import pytest
 
 from app.engine import Engine, GenerationRequest
+from app.engine.corpus_drafts import write_table
 from app.engine.drafts import PromptLookup
 from app.engine.runner import StepRunner
 from app.engine.scheduler import SchedulerSettings
@@ -115,3 +116,27 @@ def test_speculation_stops_drafting_past_its_batch_bound(checkpoint_dir, recorde
         decoding = [n for _, read, n in plan if read is None]
         if len(decoding) > 1:
             assert decoding == [1] * len(decoding)
+
+
+def test_drafts_from_the_training_text_never_change_an_answer(tmp_path):
+    checkpoint_dir = str(tmp_path)
+    run_dir = make_run(checkpoint_dir)
+    plain = started(checkpoint_dir, speculative_tokens=0)
+    requests = [seeded("Ash and Pikachu", length=80, temperature=0),
+                seeded("Ash and Pikachu", length=80, seed=5)]
+    try:
+        # What this random model writes, as the text its table is made of: its drafts are right.
+        expected = [plain.submit(r).result(timeout=120).text for r in requests]
+    finally:
+        plain.close()
+    (tmp_path / "train.txt").write_text("\n".join(expected), encoding="utf-8")
+    write_table(run_dir, str(tmp_path / "train.txt"))
+    speculating = started(checkpoint_dir, speculative_tokens=4)
+    try:
+        answers = [speculating.submit(r).result(timeout=120).text for r in requests]
+        stats = speculating.stats()
+    finally:
+        speculating.close()
+    assert answers == expected
+    # Many of the answers' tokens were guessed from the table and kept.
+    assert stats["draft_tokens_accepted"] > 20

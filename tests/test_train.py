@@ -65,6 +65,13 @@ def trained_run(corpus, tmp_path_factory):
     return workdir
 
 
+def test_training_leaves_a_draft_table_of_its_text(trained_run):
+    from app.engine.corpus_drafts import TABLE_NAME, CorpusDrafts
+    run_dir = trained_run / "checkpoint" / "run1"
+    assert (run_dir / TABLE_NAME).is_file()
+    assert CorpusDrafts.load(str(run_dir)).tables[0][1].size > 100  # its 3-token contexts
+
+
 def test_run_folder_has_gpt2_layout_and_tokenizer(trained_run):
     run_dir = trained_run / "checkpoint" / "run1"
     names = set(os.listdir(run_dir))

@@ -157,10 +157,12 @@ class Engine:
             graph.close()
             raise
         self._tokenizer, self._graph = tokenizer, graph
+        from .corpus_drafts import CorpusDrafts  # here: `python -m app.engine.corpus_drafts` runs alone
         _return_freed_memory()
         self._scheduler = Scheduler(StepRunner(graph), tokenizer, self._queue, self.model_name,
                                     settings=self.scheduling, on_finish=self._note_finished,
-                                    retry_after=self._retry_after)
+                                    retry_after=self._retry_after,
+                                    corpus_drafts=CorpusDrafts.load(checkpoint.run_dir))
         self._scheduler.before_turn = faults.loop_hook_from_env()
 
     def _new_graph(self, checkpoint: Checkpoint, pool_size: int) -> DecoderGraph:

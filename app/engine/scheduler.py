@@ -21,6 +21,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from .sampling import TokenSampler
 from .stops import StopStrings
 from .text import PieceDecoder, Tokenizer
 from .types import Busy
+
+if TYPE_CHECKING:  # imported by the engine when it loads a run, so that the module runs alone too
+    from .corpus_drafts import CorpusDrafts
 
 log = logging.getLogger("pokegen.engine")
 
@@ -82,7 +86,7 @@ class Sequence:
 class Scheduler:
     def __init__(self, runner: StepRunner, tokenizer: Tokenizer, queue: GenerationQueue,
                  model_name: str, settings: SchedulerSettings | None = None,
-                 on_finish=None, retry_after=None):
+                 on_finish=None, retry_after=None, corpus_drafts: CorpusDrafts | None = None):
         self.runner = runner
         self.tokenizer = tokenizer
         self.queue = queue
@@ -92,6 +96,7 @@ class Scheduler:
             # Rectangles only: no drafts, and each prompt read whole, as one call.
             self.settings.speculative_tokens = 0
             self.settings.prefill_chunk = self.settings.idle_prefill_chunk = runner.n_ctx
+        self.corpus_drafts = corpus_drafts  # guesses from the training text, when the run has them
         self.on_finish = on_finish or (lambda seconds: None)
         self.retry_after = retry_after or (lambda: 1)
         self.pool = CachePool(runner.pool_size)
@@ -218,7 +223,7 @@ class Scheduler:
         for seq in decoding:
             # Tokens after this one may still be produced: never draft past them.
             room = min(self.settings.speculative_tokens, seq.limit - seq.produced - 1)
-            guess = seq.drafts.propose(room) if speculate and room > 0 else []
+            guess = self._guess(seq, room) if speculate and room > 0 else []
             plan.append(Segment(seq, [seq.last_token, *guess], seq.position, logits="all"))
         budget = self.settings.prefill_chunk if decoding else self.settings.idle_prefill_chunk
         for seq in self.running:
@@ -230,6 +235,13 @@ class Scheduler:
                 plan.append(Segment(seq, chunk, seq.read, logits="last" if ends else "none"))
                 budget -= len(chunk)
         return plan
+
+    def _guess(self, seq: Sequence, count: int) -> list[int]:
+        """The episode's own earlier words first, else the training text's likeliest."""
+        guess = seq.drafts.propose(count)
+        if not guess and self.corpus_drafts is not None:
+            guess = self.corpus_drafts.propose(seq.drafts.tokens, count)
+        return guess
 
     def update(self, plan: list[Segment], logits: list[np.ndarray]) -> None:
         """Takes one step's logits: samples, checks drafts, ends what is done."""
