@@ -28,8 +28,24 @@ venv: $(STAMP) $(KERNEL)
 system-packages:
 	scripts/install-system-packages.sh nginx=nginx-light chromium=chromium envsubst=gettext-base
 
-test: venv system-packages
+test: venv system-packages k8s-tools
 	$(PY) -m pytest
+
+# The Kubernetes manifests' validators (kubernetes-validate, checkov) in their own virtualenv:
+# checkov pins packages of its own that must not meet the project's. `make k8s-validate` runs
+# both on k8s/ (tests/test_k8s_manifests.py does too, in make test); no cluster is needed.
+K8S_VENV := build/k8s-venv
+K8S_STAMP := $(K8S_VENV)/.installed
+$(K8S_STAMP): requirements-k8s.txt
+	$(PYTHON) -m venv $(K8S_VENV)
+	$(K8S_VENV)/bin/pip install -q -r requirements-k8s.txt
+	touch $@
+
+.PHONY: k8s-tools k8s-validate
+k8s-tools: $(K8S_STAMP)
+
+k8s-validate: k8s-tools
+	scripts/validate-k8s.sh
 
 # The service on http://localhost:5000 (PORT overrides): uWSGI + nginx in the
 # foreground, building the demo model first when none exists; Ctrl-C stops it.
