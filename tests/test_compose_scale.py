@@ -59,7 +59,7 @@ def stack():
         "APP_REPLICAS": "2",
         "GENERATION_CONCURRENCY": str(CAP),
         "QUEUE_SIZE": str(QUEUE),
-        "READY_TIMEOUT": "600",
+        "READY_TIMEOUT": "1800",  # from the start of the script: a cold build included
         "POKEGEN_DOCKERD_MARKER": os.path.join(work_dir, "dockerd.pid"),
         "PYTHON": os.path.join(ROOT, ".venv", "bin", "python"),
     }
