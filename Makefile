@@ -71,7 +71,8 @@ model: venv
 
 # The stack in containers with docker-compose (Docker installed and started when missing, as
 # root): builds the images, starts them in the background, waits until the service is ready and
-# prints its address. compose-down stops and removes what compose-up started.
+# prints its address. APP_REPLICAS=N runs N app replicas behind nginx (docs/scale.md).
+# compose-down stops and removes what compose-up started.
 .PHONY: compose-up compose-down
 compose-up: venv
 	scripts/docker/compose-up.sh

@@ -3,16 +3,18 @@
 1. Starts the stack as `make serve` does (scripts/serve.sh: nginx -> uWSGI -> engine, the
    production defaults GENERATION_CONCURRENCY=3, QUEUE_SIZE=16, QUEUE_TIMEOUT=30) on the
    GPT-2-small-shaped random checkpoint of benchmarks/service_speed.py.
-2. Measures one replica's speed: the latency of a 256-token episode with 1, 2 and 3 decoded
-   together (whole rounds through nginx's GET /); writes it to --rates-json for the model.
-3. Sends Poisson arrivals at two load levels (shares of the capacity the model derives from
-   step 2) for --seconds each, and compares what the service did with what the model predicts
-   for the same arrivals: the share of 503s and the p50/p95 latency of answered requests. The
-   model is run for many arrival sequences of the same length, so its 5-95% band shows how
-   much a run this short varies by chance alone.
+2. At each load level: measures one replica's speed, the latency of an episode (256 tokens)
+   with 1, 2 and 3 decoded together (whole rounds through nginx's GET /), right before the load,
+   so that a machine shared with other work is measured as it is during the load; writes the
+   last one to --rates-json for the model.
+3. Sends Poisson arrivals at that level (a share of the capacity the model derives from step 2)
+   for --seconds, and compares what the service did with what the model predicts for the same
+   arrivals: the share of 503s and the p50/p95 latency of answered requests. The model is run
+   for many arrival sequences of the same length, so its 5-95% band shows how much a run this
+   short varies by chance alone.
 
-    python benchmarks/capacity_check.py                 # about 12 minutes on 2 cores
-    python benchmarks/capacity_check.py --levels 0.5,1.3 --seconds 240
+    python benchmarks/capacity_check.py                 # about 15 minutes on 2 quiet cores
+    python benchmarks/capacity_check.py --levels 0.5,1.3 --seconds 240 --length 128
 """
 from __future__ import annotations
 
@@ -51,11 +53,11 @@ def start_stack(checkpoint_dir: str):
     return ServiceStack(**settings).start(timeout=600)
 
 
-def measure_speed(url: str, rounds: int) -> ReplicaSpeed:
-    json_episode(url, LENGTH, seed=0)  # warm the path once
+def measure_speed(url: str, rounds: int, length: int) -> ReplicaSpeed:
+    json_episode(url, length, seed=0)  # warm the path once
     latency, seed = {}, 1
     for k in range(1, SETTINGS.slots + 1):
-        measured = run_round(url, concurrency=k, requests_count=k * rounds, length=LENGTH,
+        measured = run_round(url, concurrency=k, requests_count=k * rounds, length=length,
                              first_seed=seed, episode=json_episode)
         seed += k * rounds
         if measured.failed:
@@ -67,13 +69,13 @@ def measure_speed(url: str, rounds: int) -> ReplicaSpeed:
     return ReplicaSpeed(latency)
 
 
-def poisson_run(url: str, rate_per_minute: float, seconds: float, seed: int) -> dict:
+def poisson_run(url: str, rate_per_minute: float, seconds: float, seed: int, length: int) -> dict:
     """Open-loop arrivals: each request is sent at its time whatever the others are doing."""
     rng = random.Random(seed)
     results, lock = [], threading.Lock()
 
     def one(index: int) -> None:
-        episode = json_episode(url, LENGTH, seed=10_000 + index, timeout=120)
+        episode = json_episode(url, length, seed=10_000 + index, timeout=600)
         with lock:
             results.append(episode)
 
@@ -121,8 +123,11 @@ def main(argv=None) -> int:
                         help="arrival rates as shares of one replica's modelled capacity (0.6,1.2)")
     parser.add_argument("--seconds", type=float, default=180.0,
                         help="seconds of arrivals at each level (180)")
-    parser.add_argument("--rounds", type=int, default=4,
-                        help="rounds per batch size when measuring the speed (4)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds per batch size when measuring the speed (3)")
+    parser.add_argument("--length", type=int, default=LENGTH,
+                        help=f"tokens per episode ({LENGTH}); shorter ones give more arrivals "
+                             f"in the same time on a slow or busy machine")
     parser.add_argument("--model-runs", type=int, default=200,
                         help="arrival sequences the model is run for at each level (200)")
     parser.add_argument("--rates-json", default=os.path.join("build", "capacity", "rates.json"),
@@ -132,24 +137,27 @@ def main(argv=None) -> int:
         levels = [float(x) for x in args.levels.split(",")]
     except ValueError:
         parser.error(f"--levels must be numbers separated by commas, got {args.levels!r}")
-    if not levels or min(levels) <= 0 or args.seconds <= 0 or args.rounds < 1:
-        parser.error("--levels must be above 0, --seconds above 0, --rounds at least 1")
+    if not levels or min(levels) <= 0 or args.seconds <= 0 or args.rounds < 1 or \
+            not 1 <= args.length <= 1000:
+        parser.error("--levels must be above 0, --seconds above 0, --rounds at least 1, "
+                     "--length from 1 to 1000")
 
     load_start = os.getloadavg()
     ensure_checkpoint(args.checkpoint_dir, "gpt2-small")
     stack = start_stack(args.checkpoint_dir)
+    rows = []
     try:
-        speed = measure_speed(stack.url, args.rounds)
-        write_json(args.rates_json, {"latency": speed.latency, "length": LENGTH,
-                                     "cpu": cpu_model(), "cores": os.cpu_count()})
-        capacity = SETTINGS.slots / speed.seconds(SETTINGS.slots) * 60
-        rows = []
         for number, level in enumerate(levels):
+            speed = measure_speed(stack.url, args.rounds, args.length)
+            write_json(args.rates_json, {"latency": speed.latency, "length": args.length,
+                                         "cpu": cpu_model(), "cores": os.cpu_count()})
+            capacity = SETTINGS.slots / speed.seconds(SETTINGS.slots) * 60
             rate = level * capacity
             log(f"Poisson arrivals at {rate:.1f} episodes/minute ({level:.0%} of capacity) "
                 f"for {args.seconds:g} s")
-            real = poisson_run(stack.url, rate, args.seconds, seed=number)
-            rows.append((level, rate, real, modelled(rate, args.seconds, speed, args.model_runs)))
+            real = poisson_run(stack.url, rate, args.seconds, number, args.length)
+            rows.append((level, rate, speed, capacity, real,
+                         modelled(rate, args.seconds, speed, args.model_runs)))
     finally:
         stack.stop()
 
@@ -157,13 +165,14 @@ def main(argv=None) -> int:
           f"{' '.join(f'{x:.2f}' for x in load_start)}, at end "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"one replica, GENERATION_CONCURRENCY={SETTINGS.slots}, QUEUE_SIZE={SETTINGS.queue}, "
-          f"QUEUE_TIMEOUT={SETTINGS.queue_timeout:g} s; {LENGTH}-token episodes through nginx")
-    print("measured latency per episode: " + ", ".join(
-        f"{k} together {s:.2f} s" for k, s in sorted(speed.latency.items()))
-          + f" -> capacity {capacity:.1f} episodes/minute")
+          f"QUEUE_TIMEOUT={SETTINGS.queue_timeout:g} s; {args.length}-token episodes through nginx")
+    for level, _rate, speed, capacity, _real, _model in rows:
+        print(f"before {level:.0%}: latency per episode " + ", ".join(
+            f"{k} together {s:.2f} s" for k, s in sorted(speed.latency.items()))
+            + f" -> capacity {capacity:.1f} episodes/minute")
     print(f"{'load':>5} {'rate/min':>8} {'arrivals':>8} | {'503s real':>9} {'model (5-95%)':>22} | "
           f"{'p50 real':>8} {'model':>14} | {'p95 real':>8} {'model (5-95%)':>20}")
-    for level, rate, real, model in rows:
+    for level, rate, _speed, _capacity, real, model in rows:
         s, p50, p95 = model["share_503"], model["p50"], model["p95"]
         print(f"{level:>5.0%} {rate:>8.1f} {real['arrivals']:>8} | {real['share_503']:>9.1%} "
               f"{s['median']:>7.1%} ({s['p5']:.1%}-{s['p95']:.1%}) | "
@@ -174,7 +183,7 @@ def main(argv=None) -> int:
         print(f"      difference (real - model median): 503s {real['share_503'] - s['median']:+.1%}, "
               f"p50 {(real['p50'] / p50['median'] - 1):+.0%}, p95 {(real['p95'] / p95['median'] - 1):+.0%}")
     print(f"rerun: .venv/bin/python benchmarks/capacity_check.py --levels {args.levels} "
-          f"--seconds {args.seconds:g}")
+          f"--seconds {args.seconds:g} --length {args.length} --rounds {args.rounds}")
     return 0
 
 

@@ -7,7 +7,8 @@ at every step, so this is processor sharing at a rate that depends on k). Beyond
 replica queues QUEUE_SIZE requests for at most QUEUE_TIMEOUT seconds, then answers 503. nginx
 sends each request to the replica holding the fewest and tries a full replica's 503 on the
 others, so a request is refused at once only when every replica is full. The model simulates
-that, event by event, and reports the share of 503s and the latency percentiles.
+that, event by event, and reports the share of 503s, the latency percentiles and how much of the
+time a replica decodes at all (its CPU is busy then: a batch of one keeps the cores busy too).
 
     python benchmarks/capacity_model.py --rate 100 --p95 10            # episodes/minute, seconds
     python benchmarks/capacity_model.py --rate 1000 --p95 10 --rates build/capacity/rates.json
@@ -70,6 +71,7 @@ class Outcome:
     arrivals: int
     refused: int            # 503s: every replica full at arrival, or the queue wait ran out
     latencies: list         # seconds, answered requests only
+    busy: float = 0.0       # share of the time an average replica was decoding (its CPU busy)
 
     @property
     def share_503(self) -> float:
@@ -103,9 +105,13 @@ def simulate(rate_per_minute: float, speed: ReplicaSpeed, settings: Settings, *,
     next_arrival, arrived, turn = rng.expovariate(rate), 0, 0
     now = 0.0
 
+    busy_seconds = 0.0
+
     def advance(replica, until):
+        nonlocal busy_seconds
         k = len(replica.active)
         if k:
+            busy_seconds += until - replica.advanced_at
             done = (until - replica.advanced_at) / speed.seconds(k)
             for job in replica.active:
                 job[0] -= done
@@ -164,6 +170,7 @@ def simulate(rate_per_minute: float, speed: ReplicaSpeed, settings: Settings, *,
             record(replica.waiting.popleft()[1])
         while replica.waiting and len(replica.active) < settings.slots:
             replica.active.append([1.0, *replica.waiting.popleft()])
+    outcome.busy = busy_seconds / (now * settings.replicas) if now else 0.0
     return outcome
 
 
@@ -183,7 +190,7 @@ def plan(rate_per_minute: float, p95_objective: float, speed: ReplicaSpeed, sett
                                     settings.queue_timeout), arrivals=arrivals)
         row = {"replicas": replicas, "share_503": outcome.share_503,
                "p50": outcome.percentile(0.5), "p95": outcome.percentile(0.95),
-               "utilisation": rate_per_minute / (capacity * replicas)}
+               "utilisation": rate_per_minute / (capacity * replicas), "busy": outcome.busy}
         rows.append(row)
         if (row["share_503"] <= max_503 and row["p95"] <= p95_objective
                 and row["utilisation"] <= max_load):
@@ -223,11 +230,11 @@ def main(argv=None) -> int:
           f"queue {args.queue} for {args.queue_timeout:g} s")
     print(f"target: {args.rate:g} episodes/minute, p95 <= {args.p95:g} s, "
           f"503s <= {args.max_503:.2%}, load <= {args.max_load:.0%}")
-    print(f"{'replicas':>8} {'load':>6} {'503s':>8} {'p50':>8} {'p95':>8}")
+    print(f"{'replicas':>8} {'load':>6} {'CPU busy':>9} {'503s':>8} {'p50':>8} {'p95':>8}")
     rows = plan(args.rate, args.p95, speed, settings, args.max_503, args.max_load,
                 arrivals=args.arrivals)
     for row in rows:
-        print(f"{row['replicas']:>8} {row['utilisation']:>6.0%} {row['share_503']:>8.2%} "
+        print(f"{row['replicas']:>8} {row['utilisation']:>6.0%} {row['busy']:>9.0%} {row['share_503']:>8.2%} "
               f"{row['p50']:>7.2f}s {row['p95']:>7.2f}s")
     last = rows[-1]
     met = (last["share_503"] <= args.max_503 and last["p95"] <= args.p95

@@ -24,6 +24,7 @@ def test_one_slot_matches_the_pollaczek_khinchine_mean_wait():
     expected = service + rate * service ** 2 / (2 * (1 - rho))
     assert outcome.refused == 0
     assert statistics.fmean(outcome.latencies) == pytest.approx(expected, rel=0.05)
+    assert outcome.busy == pytest.approx(rho, rel=0.03)  # the server is busy rho of the time
 
 
 def test_overload_refuses_what_the_replicas_cannot_serve():
