@@ -52,8 +52,8 @@ RUN apt-get update \
 # Settings come before the large venv layer: each later instruction is a new layer on top of it.
 LABEL org.opencontainers.image.title="pokegen-app" \
       org.opencontainers.image.description="pokegen: GPT-2 episode generator (Flask, uWSGI)"
-# uwsgi.ini reads VIRTUAL_ENV and POKEGEN_SOCKET_DIR (each replica binds app-<host name>.sock
-# there); the app reads CHECKPOINT_DIR and the rest.
+# uwsgi.ini reads VIRTUAL_ENV and POKEGEN_SOCKET_DIR (each replica's socket there, which nginx
+# finds as app-<host name>.sock); the app reads CHECKPOINT_DIR and the rest.
 # /tmp is the only scratch space (HOME too): the root filesystem can be read-only.
 # UTF-8 for files opened without an encoding (gpt-2-simple's tokenizer files): uWSGI embeds
 # Python, so Python's own C-locale coercion does not happen.
