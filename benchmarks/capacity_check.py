@@ -115,6 +115,23 @@ def modelled(rate_per_minute: float, seconds: float, speed: ReplicaSpeed, runs: 
             "p95": band(o.percentile(0.95) for o in outcomes)}
 
 
+def speed_warnings(measured: list) -> list:
+    """Signs that the machine's speed changed under the run (other work on a shared machine),
+    which makes the comparison meaningless: a batch decoding faster per episode than a single
+    episode, or a capacity that moved by more than a quarter between the levels."""
+    warnings = []
+    for speed, _capacity in measured:
+        alone, together = speed.latency[1], speed.latency[max(speed.latency)]
+        if together < alone * 0.9:
+            warnings.append(f"{max(speed.latency)} together took {together:.2f} s an episode, "
+                            f"alone {alone:.2f} s: the machine's speed changed while measuring")
+    capacities = [capacity for _speed, capacity in measured]
+    if max(capacities) > 1.25 * min(capacities):
+        warnings.append(f"capacity moved from {min(capacities):.1f} to {max(capacities):.1f} "
+                        f"episodes/minute between levels: the machine is not steady")
+    return warnings
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR,
@@ -182,6 +199,8 @@ def main(argv=None) -> int:
             print(f"      {real['other_errors']} other errors, first: {real['first_other_error']}")
         print(f"      difference (real - model median): 503s {real['share_503'] - s['median']:+.1%}, "
               f"p50 {(real['p50'] / p50['median'] - 1):+.0%}, p95 {(real['p95'] / p95['median'] - 1):+.0%}")
+    for warning in speed_warnings([(speed, capacity) for _l, _r, speed, capacity, _x, _m in rows]):
+        print(f"WARNING: {warning}")
     print(f"rerun: .venv/bin/python benchmarks/capacity_check.py --levels {args.levels} "
           f"--seconds {args.seconds:g} --length {args.length} --rounds {args.rounds}")
     return 0
