@@ -52,7 +52,8 @@ RUN apt-get update \
 # Settings come before the large venv layer: each later instruction is a new layer on top of it.
 LABEL org.opencontainers.image.title="pokegen-app" \
       org.opencontainers.image.description="pokegen: GPT-2 episode generator (Flask, uWSGI)"
-# uwsgi.ini reads VIRTUAL_ENV and POKEGEN_SOCKET; the app reads CHECKPOINT_DIR and the rest.
+# uwsgi.ini reads VIRTUAL_ENV and POKEGEN_SOCKET_DIR (each replica's socket there, which nginx
+# finds as app-<host name>.sock); the app reads CHECKPOINT_DIR and the rest.
 # /tmp is the only scratch space (HOME too): the root filesystem can be read-only.
 # UTF-8 for files opened without an encoding (gpt-2-simple's tokenizer files): uWSGI embeds
 # Python, so Python's own C-locale coercion does not happen.
@@ -64,7 +65,7 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     PYTHONDONTWRITEBYTECODE=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     HOME=/tmp \
-    POKEGEN_SOCKET=/run/pokegen/uwsgi.sock \
+    POKEGEN_SOCKET_DIR=/run/pokegen \
     CHECKPOINT_DIR=/srv/pokegen/checkpoint \
     RUN_NAME=run1
 WORKDIR /srv/pokegen
@@ -75,7 +76,7 @@ HEALTHCHECK --interval=5s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python3", "/usr/local/lib/pokegen/uwsgi_readyz.py"]
 STOPSIGNAL SIGTERM
 CMD ["uwsgi", "--ini", "/srv/pokegen/uwsgi.ini"]
-COPY scripts/docker/uwsgi_readyz.py /usr/local/lib/pokegen/uwsgi_readyz.py
+COPY scripts/docker/uwsgi_readyz.py scripts/docker/uwsgi_drain.py /usr/local/lib/pokegen/
 COPY --from=build /opt/venv /opt/venv
 
 # ---- app-mounted-checkpoint: the code only; the checkpoint comes from a volume ----------------

