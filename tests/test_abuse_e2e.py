@@ -25,6 +25,8 @@ TOKENS = "pokegen_engine_tokens_generated"
 IN_FLIGHT = "pokegen_generations_in_flight"
 # Seeded, stops only on length: luck cannot end it early.
 LONG = "prefix=Ash&length=400&seed={seed}&truncate=0"
+# A request that holds the only slot while the loop is being frozen.
+HOLD = "prefix=Ash&length=1000&seed={seed}&truncate=0"
 
 
 def client(n: int) -> dict:
@@ -111,7 +113,7 @@ def test_a_client_leaving_get_is_cancelled_within_a_step(stack, freeze_file):
 def test_a_client_leaving_while_queued_never_gets_a_token(stack, freeze_file):
     assert idle(stack)
     before = stack.metric(TOKENS)
-    holder = requests.get(stack.url + "/stream?" + LONG.format(seed=3), headers=client(1),
+    holder = requests.get(stack.url + "/stream?" + HOLD.format(seed=3), headers=client(1),
                           stream=True, timeout=600)
     events = read_events(holder)
     assert next(events)[0] == "piece"
@@ -123,16 +125,16 @@ def test_a_client_leaving_while_queued_never_gets_a_token(stack, freeze_file):
         conn.close()
         time.sleep(2.0)  # nginx drops its upstream connection; the app notices
     event, done = list(events)[-1]
-    assert event == "done" and done["tokens"] == 400
+    assert event == "done" and done["tokens"] == 1000
     assert wait_for(lambda: idle(stack), timeout=60)
     # Every token went to the holder: the slot it freed went to nobody.
-    assert stack.metric(TOKENS) - before == 400
+    assert stack.metric(TOKENS) - before == 1000
 
 
 # ------------------------------------------------------------------ fairness
 
 def test_one_client_over_its_share_gets_429_others_still_get_in(stack, freeze_file):
-    holder = requests.get(stack.url + "/stream?" + LONG.format(seed=5), headers=client(3),
+    holder = requests.get(stack.url + "/stream?" + HOLD.format(seed=5), headers=client(3),
                           stream=True, timeout=120)
     assert next(read_events(holder))[0] == "piece"
     with Frozen(freeze_file):  # the holder keeps its slot while we look
@@ -158,7 +160,7 @@ def long_distinct_prefix(rng) -> str:
 def test_a_flood_of_long_prefixes_is_refused_before_tokenizing(stack, freeze_file):
     """The engine is full (one decoding, one waiting, the loop held still);
     six clients flood it with 1000-character prefixes of distinct CJK characters."""
-    holder = requests.get(stack.url + "/stream?" + LONG.format(seed=6), headers=client(5),
+    holder = requests.get(stack.url + "/stream?" + HOLD.format(seed=6), headers=client(5),
                           stream=True, timeout=120)
     assert next(read_events(holder))[0] == "piece"
     frozen = Frozen(freeze_file).__enter__()
@@ -166,7 +168,9 @@ def test_a_flood_of_long_prefixes_is_refused_before_tokenizing(stack, freeze_fil
                               args=(stack.url + "/?" + LONG.format(seed=7),),
                               kwargs={"headers": client(6), "timeout": 120})
     waiter.start()
-    assert wait_for(lambda: stack.metric("pokegen_queue_depth") == 1, timeout=30)
+    if not wait_for(lambda: stack.metric("pokegen_queue_depth") == 1, timeout=30):
+        frozen.__exit__()
+        raise AssertionError("the second request did not wait for the slot")
     cache_before = stack.metric("pokegen_tokenizer_cache_bytes")
     probes, stop = [], threading.Event()
 
