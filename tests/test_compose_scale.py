@@ -59,6 +59,9 @@ def stack():
         "APP_REPLICAS": "2",
         "GENERATION_CONCURRENCY": str(CAP),
         "QUEUE_SIZE": str(QUEUE),
+        # Every request of this test comes from one address, standing for many users.
+        "CLIENT_GENERATION_LIMIT": "1000", "CONNECTION_LIMIT": "1000",
+        "RATE_LIMIT": "1000", "RATE_BURST": "2000",
         "READY_TIMEOUT": "1800",  # from the start of the script: a cold build included
         "POKEGEN_DOCKERD_MARKER": os.path.join(work_dir, "dockerd.pid"),
         "PYTHON": os.path.join(ROOT, ".venv", "bin", "python"),
