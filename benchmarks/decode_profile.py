@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-PARTS = ("layer matmuls", "vocabulary projection", "attention and cache", "other")
+from app.engine.native import PROFILE_PARTS as PARTS  # noqa: E402  (the decoder's own clocks name them)
 
 
 def build_graph(checkpoint_dir: str, run_name: str, max_batch: int, threads: int | None,

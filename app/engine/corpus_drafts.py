@@ -24,12 +24,13 @@ TABLE_NAME = "drafts.npz"
 ORDERS = (3, 2)  # context lengths, longest first
 
 
-def _keys(windows: np.ndarray, vocab: int) -> np.ndarray:
-    """One int64 per row of token ids (vocab ** order must fit)."""
-    keys = np.zeros(len(windows), np.int64)
-    for column in windows.T:
-        keys = keys * vocab + column
-    return keys
+def _key(columns, vocab: int):
+    """One number for a context of token ids: of ints an int, of int64 columns (one per
+    position) an array of them (vocab ** order must fit in 63 bits)."""
+    key = 0
+    for column in columns:
+        key = key * vocab + column
+    return key
 
 
 def build_table(tokens: np.ndarray, vocab: int) -> dict[str, np.ndarray]:
@@ -41,7 +42,7 @@ def build_table(tokens: np.ndarray, vocab: int) -> dict[str, np.ndarray]:
             table[f"keys{order}"], table[f"next{order}"] = np.zeros(0, np.int64), np.zeros(0, np.int32)
             continue
         windows = np.lib.stride_tricks.sliding_window_view(tokens, order + 1)
-        contexts, nexts = _keys(windows[:, :order], vocab), windows[:, order]
+        contexts, nexts = _key(windows[:, :order].T, vocab), windows[:, order]
         pairs, counts = np.unique(np.stack([contexts, nexts], 1), axis=0, return_counts=True)
         # Sorted by context, then by count: the last row of each context is its likeliest next.
         pairs = pairs[np.lexsort((counts, pairs[:, 0]))]
@@ -84,7 +85,7 @@ class CorpusDrafts:
         for order, keys, nexts in self.tables:
             if len(context) < order:
                 continue
-            key = _keys(np.array([context[-order:]], np.int64), self.vocab)[0]
+            key = _key(context[-order:], self.vocab)
             at = int(np.searchsorted(keys, key))
             if at < len(keys) and keys[at] == key:
                 return int(nexts[at])

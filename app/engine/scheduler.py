@@ -180,20 +180,14 @@ class Scheduler:
                 generation.complete("", 0, "cancelled", self.model_name)
                 self.queue.release()
                 continue
-            prompt, limit = self._plan(generation)
+            # The engine took it only if prompt and length fit the context.
+            prompt, limit = generation.prompt, generation.request.length
             # Positions fed to the model: the prompt, then each new token but the last.
             reserved = self.pool.reserve(len(prompt) + limit - 1)
             if reserved is None:
                 return  # wait for running requests to give places back
             self.starting.popleft()
             self._start(generation, prompt, limit, *reserved)
-
-    def _plan(self, generation: Generation) -> tuple[list[int], int]:
-        n_ctx = self.runner.n_ctx
-        limit = max(1, min(generation.request.length, n_ctx - 1))
-        # The model sees n_ctx positions: keep the latest prompt tokens that
-        # leave room for `limit` new ones.
-        return generation.prompt[-(n_ctx - limit):], limit
 
     def _start(self, generation: Generation, prompt: list[int], limit: int,
                pages: list[int], places: np.ndarray) -> None:
