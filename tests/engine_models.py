@@ -15,6 +15,16 @@ def make_run(checkpoint_dir: str, run_name: str = "run1", preset: str = "tiny", 
     return run_dir
 
 
+def started_engine(checkpoint_dir: str, **options):
+    """An engine on checkpoint_dir/run1 (Engine's keyword options), loaded and ready."""
+    from app.engine import Engine
+
+    engine = Engine(checkpoint_dir, "run1", **options)
+    engine.start()
+    assert engine.wait_ready(120), engine.error
+    return engine
+
+
 def perturbed_model(checkpoint_dir: str):
     """A tiny run with every weight perturbed: (checkpoint_dir, checkpoint, tokenizer)."""
     from app.engine.checkpoint import open_checkpoint

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from app.engine import Busy, Engine, GenerationRequest
-from engine_models import make_run
+from app.engine import Busy, GenerationRequest
+from engine_models import make_run, started_engine
 
 LONG = dict(length=1000, stop_at_end=False)  # long enough to still run while we look
 
@@ -18,11 +18,7 @@ def checkpoint_dir(tmp_path_factory):
     return path
 
 
-def started(checkpoint_dir, **limits):
-    engine = Engine(checkpoint_dir, "run1", **limits)
-    engine.start()
-    assert engine.wait_ready(120), engine.error
-    return engine
+started = started_engine
 
 
 @pytest.fixture(scope="module")

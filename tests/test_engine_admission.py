@@ -11,9 +11,9 @@ import pytest
 
 from app import create_app
 from app.config import Config
-from app.engine import Busy, ClientBusy, Engine, GenerationRequest
+from app.engine import Busy, ClientBusy, GenerationRequest
 from app.engine import faults
-from engine_models import make_run
+from engine_models import make_run, started_engine
 
 LONG = dict(length=1000, stop_at_end=False, truncate=False)
 
@@ -25,11 +25,7 @@ def checkpoint_dir(tmp_path_factory):
     return path
 
 
-def started(checkpoint_dir, **limits):
-    engine = Engine(checkpoint_dir, "run1", **limits)
-    engine.start()
-    assert engine.wait_ready(120), engine.error
-    return engine
+started = started_engine
 
 
 @pytest.fixture

@@ -2,12 +2,12 @@
 tiny int8 model. Neither may change an answer; both must really happen."""
 import pytest
 
-from app.engine import Engine, GenerationRequest
+from app.engine import GenerationRequest
 from app.engine.corpus_drafts import write_table
 from app.engine.drafts import PromptLookup
 from app.engine.runner import StepRunner
 from app.engine.scheduler import SchedulerSettings
-from engine_models import make_run
+from engine_models import make_run, started_engine
 
 CHUNK = 8
 LONG_PREFIX = " ".join(f"Ash meets trainer number {i} and battles." for i in range(40))
@@ -21,11 +21,8 @@ def checkpoint_dir(tmp_path_factory):
 
 
 def started(checkpoint_dir, **settings):
-    engine = Engine(checkpoint_dir, "run1", max_batch=3, max_queue=2,
-                    scheduling=SchedulerSettings(**settings))
-    engine.start()
-    assert engine.wait_ready(120), engine.error
-    return engine
+    return started_engine(checkpoint_dir, max_batch=3, max_queue=2,
+                          scheduling=SchedulerSettings(**settings))
 
 
 @pytest.fixture
