@@ -17,6 +17,8 @@ import time
 
 import requests
 
+from app.engine.faults import FROZEN_SUFFIX
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -184,6 +186,29 @@ def wait_for(condition, timeout: float = 30.0, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return False
+
+
+class FrozenLoop:
+    """The engine's decoding loop held at the start of its next turn, through the
+    fault-injection file of app/engine/faults.py, until the block ends. Entering
+    returns once the loop says it is held, however fast or slow this machine is."""
+
+    def __init__(self, path: str, timeout: float = 30.0):
+        self.path, self.timeout = path, timeout
+
+    def __enter__(self):
+        marker = self.path + FROZEN_SUFFIX
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(marker)  # left by a worker killed while held
+        open(self.path, "w").close()
+        if not wait_for(lambda: os.path.exists(marker), timeout=self.timeout):
+            self.__exit__()
+            raise AssertionError(f"the decoding loop did not stop within {self.timeout} s")
+        return self
+
+    def __exit__(self, *exc):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
 
 
 def wait_until_listening(url: str, process: subprocess.Popen, timeout: float = 30.0):

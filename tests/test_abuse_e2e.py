@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from service_stack import ServiceStack, read_events, short_temp_dir, wait_for
+from service_stack import FrozenLoop, ServiceStack, read_events, short_temp_dir, wait_for
 
 TOKENS = "pokegen_engine_tokens_generated"
 IN_FLIGHT = "pokegen_generations_in_flight"
@@ -48,21 +48,6 @@ def stack(freeze_file):
                            POKEGEN_FAULT_FREEZE_FILE=freeze_file).start()
     yield service
     assert service.stop() in (0, 143), service.log()
-
-
-class Frozen:
-    """The decoding loop stopped at the start of its next turn, while inside."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __enter__(self):
-        open(self.path, "w").close()
-        time.sleep(0.8)  # the loop's current turn ends (an idle wait is at most 0.5 s)
-        return self
-
-    def __exit__(self, *exc):
-        os.remove(self.path)
 
 
 def idle(stack) -> bool:
@@ -99,7 +84,7 @@ def test_a_client_leaving_get_is_cancelled_within_a_step(stack, freeze_file):
     conn = socket.create_connection(("127.0.0.1", stack.port))
     conn.sendall(f"GET /?{LONG.format(seed=2)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     assert wait_for(lambda: stack.metric(TOKENS) > before + 3, timeout=30)
-    with Frozen(freeze_file):
+    with FrozenLoop(freeze_file):
         at_close = stack.metric(TOKENS)
         conn.close()
         time.sleep(2.0)  # nginx drops its upstream connection; the app notices
@@ -117,7 +102,7 @@ def test_a_client_leaving_while_queued_never_gets_a_token(stack, freeze_file):
                           stream=True, timeout=600)
     events = read_events(holder)
     assert next(events)[0] == "piece"
-    with Frozen(freeze_file):  # the holder keeps the only slot meanwhile
+    with FrozenLoop(freeze_file):  # the holder keeps the only slot meanwhile
         conn = socket.create_connection(("127.0.0.1", stack.port))
         conn.sendall(f"GET /?{LONG.format(seed=4)} HTTP/1.1\r\nHost: x\r\n"
                      f"X-Forwarded-For: 203.0.113.2\r\n\r\n".encode())
@@ -137,7 +122,7 @@ def test_one_client_over_its_share_gets_429_others_still_get_in(stack, freeze_fi
     holder = requests.get(stack.url + "/stream?" + HOLD.format(seed=5), headers=client(3),
                           stream=True, timeout=120)
     assert next(read_events(holder))[0] == "piece"
-    with Frozen(freeze_file):  # the holder keeps its slot while we look
+    with FrozenLoop(freeze_file):  # the holder keeps its slot while we look
         again = requests.get(stack.url + "/?prefix=Misty&length=2", headers=client(3),
                              timeout=30)
         assert again.status_code == 429 and int(again.headers["Retry-After"]) >= 1
@@ -163,7 +148,10 @@ def test_a_flood_of_long_prefixes_is_refused_before_tokenizing(stack, freeze_fil
     holder = requests.get(stack.url + "/stream?" + HOLD.format(seed=6), headers=client(5),
                           stream=True, timeout=120)
     assert next(read_events(holder))[0] == "piece"
-    frozen = Frozen(freeze_file).__enter__()
+    frozen = FrozenLoop(freeze_file).__enter__()
+    if stack.metric(IN_FLIGHT) != 1:
+        frozen.__exit__()
+        raise AssertionError("the holder ended before the loop was held")
     waiter = threading.Thread(target=requests.get,
                               args=(stack.url + "/?" + LONG.format(seed=7),),
                               kwargs={"headers": client(6), "timeout": 120})
@@ -231,8 +219,7 @@ def test_a_wedged_engine_turns_red_and_the_worker_is_restarted(wedge_stack):
     stack = wedge_stack
     old_worker = stack.uwsgi_worker()
     assert stack.get("/readyz").status_code == 200
-    open(stack.freeze_file, "w").close()
-    time.sleep(0.8)
+    frozen = FrozenLoop(stack.freeze_file).__enter__()
     frozen_at = time.monotonic()
     with ThreadPoolExecutor(2) as pool:
         stuck = pool.submit(stack.get, "/?prefix=Ash&length=5", timeout=60)
@@ -251,7 +238,7 @@ def test_a_wedged_engine_turns_red_and_the_worker_is_restarted(wedge_stack):
     assert wait_for(lambda: not old_worker.is_running() or old_worker.status() == "zombie",
                     timeout=30), stack.log()
     restarted_after = time.monotonic() - frozen_at
-    os.remove(stack.freeze_file)
+    frozen.__exit__()
     assert wait_for(lambda: stack.get("/readyz").status_code == 200, timeout=120,
                     interval=0.5), stack.log()
     recovered_after = time.monotonic() - frozen_at

@@ -14,6 +14,7 @@ from app.config import Config
 from app.engine import Busy, ClientBusy, GenerationRequest
 from app.engine import faults
 from engine_models import make_run, started_engine
+from service_stack import FrozenLoop
 
 LONG = dict(length=1000, stop_at_end=False, truncate=False)
 
@@ -141,8 +142,7 @@ def test_a_frozen_loop_with_work_pending_is_stalled(checkpoint_dir, tmp_path, mo
     client = app.test_client()
     try:
         assert client.get("/readyz").status_code == 200
-        freeze.touch()
-        time.sleep(0.8)  # the loop's next turn (at most 0.5 s idle) stops at the hook
+        frozen = FrozenLoop(str(freeze)).__enter__()
         # No work pending: a quiet loop is not a stall.
         assert engine.stalled_for() == 0 and client.get("/readyz").status_code == 200
         stuck = engine.submit(GenerationRequest(prefix="Ash", length=5))
@@ -156,7 +156,7 @@ def test_a_frozen_loop_with_work_pending_is_stalled(checkpoint_dir, tmp_path, mo
         # A reader waiting on it gets its deadline, not a hang.
         with pytest.raises(TimeoutError):
             next(iter(stuck.pieces(timeout=0.5)))
-        os.remove(freeze)
+        frozen.__exit__()
         assert stuck.result(timeout=60).tokens == 5
         assert engine.stalled_for() == 0 and client.get("/readyz").status_code == 200
     finally:
