@@ -19,10 +19,15 @@ MAX_TOP_K = 1000
 MAX_SEED = 2**31 - 1
 MAX_STOPS = 4
 MAX_STOP_CHARS = 64
+REPETITION_PENALTY_RANGE = (0.5, 2.0)  # 1.0 is off; below 1 favours repeating
+PENALTY_RANGE = (-2.0, 2.0)  # frequency_penalty and presence_penalty, as OpenAI
+MAX_NO_REPEAT_NGRAM = 10
+MAX_N = 8
 CALLBACK_PATTERN = re.compile(r"[A-Za-z_$][0-9A-Za-z_$.]{0,63}")
 
 GENERATION_PARAMETERS = ("prefix", "sample", "length", "temperature", "top_k", "top_p",
-                         "seed", "truncate", "include_prefix", "stop")
+                         "seed", "truncate", "include_prefix", "stop", "repetition_penalty",
+                         "frequency_penalty", "presence_penalty", "no_repeat_ngram_size", "n")
 REPEATABLE = ("stop",)
 # `_` is the cache-buster jQuery adds to JSONP calls of the original front end.
 JSONP_PARAMETERS = ("callback", "_")
@@ -73,6 +78,15 @@ def parse_generation_query(args, *, allow_callback: bool = True) -> GenerationQu
         truncate=_boolean(values, "truncate", defaults.truncate),
         include_prefix=_boolean(values, "include_prefix", defaults.include_prefix),
         stop=_stops(args.getlist("stop")),
+        repetition_penalty=_decimal(values, "repetition_penalty", defaults.repetition_penalty,
+                                    *REPETITION_PENALTY_RANGE, above_minimum=False),
+        frequency_penalty=_decimal(values, "frequency_penalty", defaults.frequency_penalty,
+                                   *PENALTY_RANGE, above_minimum=False),
+        presence_penalty=_decimal(values, "presence_penalty", defaults.presence_penalty,
+                                  *PENALTY_RANGE, above_minimum=False),
+        no_repeat_ngram_size=_integer(values, "no_repeat_ngram_size",
+                                      defaults.no_repeat_ngram_size, 0, MAX_NO_REPEAT_NGRAM),
+        n=_integer(values, "n", defaults.n, 1, MAX_N),
     )
     return GenerationQuery(request=request, callback=_callback(values))
 

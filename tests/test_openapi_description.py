@@ -57,6 +57,13 @@ def test_the_described_limits_are_the_validators(document):
     assert parameters["temperature"]["schema"]["maximum"] == validation.MAX_TEMPERATURE
     assert parameters["top_k"]["schema"]["maximum"] == validation.MAX_TOP_K
     assert parameters["seed"]["schema"]["maximum"] == validation.MAX_SEED
+    for name, (low, high) in {"repetition_penalty": validation.REPETITION_PENALTY_RANGE,
+                              "frequency_penalty": validation.PENALTY_RANGE,
+                              "presence_penalty": validation.PENALTY_RANGE,
+                              "no_repeat_ngram_size": (0, validation.MAX_NO_REPEAT_NGRAM),
+                              "n": (1, validation.MAX_N)}.items():
+        schema = parameters[name]["schema"]
+        assert (schema["minimum"], schema["maximum"]) == (low, high), name
     generate = document["paths"]["/"]["get"]["parameters"]
     named = {p.get("name") or p["$ref"].rsplit("/", 1)[-1]: p for p in generate}
     assert set(named) == set(validation.GENERATION_PARAMETERS + validation.JSONP_PARAMETERS)

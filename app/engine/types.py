@@ -7,6 +7,7 @@ without end.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -27,6 +28,16 @@ class GenerationRequest:
     # delimiter written as text (fine-tuned models write it that way).
     stop_at_end: bool = True
     stop: tuple[str, ...] = ()  # more strings that end the text; never shown
+    # Repetition control, off at these values. repetition_penalty divides a positive
+    # logit (multiplies a negative one) of every token already in the prompt or the
+    # text, as in Hugging Face; frequency_penalty and presence_penalty subtract, per
+    # token of the text so far, count * frequency + presence, as OpenAI does;
+    # no_repeat_ngram_size forbids a token that would repeat an n-gram of the text.
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    no_repeat_ngram_size: int = 0
+    n: int = 1  # episodes from this prefix, each on its own seed derived from `seed`
 
     def __post_init__(self):
         # The request's own invariants, so that no caller can hand the engine one it
@@ -37,6 +48,12 @@ class GenerationRequest:
                              "are required")
         if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
             raise ValueError("seed must be a non-negative integer")
+        if not (self.repetition_penalty > 0 and math.isfinite(self.frequency_penalty)
+                and math.isfinite(self.presence_penalty) and self.no_repeat_ngram_size >= 0
+                and self.n >= 1):
+            raise ValueError("repetition_penalty > 0, finite frequency_penalty and "
+                             "presence_penalty, no_repeat_ngram_size >= 0 and n >= 1 "
+                             "are required")
 
 
 @dataclass(frozen=True)
