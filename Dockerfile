@@ -28,12 +28,12 @@ RUN set -eu; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -r /tmp/pip/requirements.txt; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps -r /tmp/pip/requirements-nodeps.txt
 # The engine's kernels are compiled here: the bfloat16 op against this TensorFlow, and the
-# int8 decoder's AVX2 and generic builds. After that TensorFlow's
+# int8 decoder's AVX-512 VNNI, AVX2 and generic builds. After that TensorFlow's
 # C++ headers and libclang serve nothing: about 350 MB less to ship.
 COPY app/engine/kernels/ /tmp/kernels/
 RUN set -eu; \
     /opt/venv/bin/python /tmp/kernels/build.py --output /opt/kernels/packed_bf16_matmul.so; \
-    cp /tmp/kernels/native_decoder_avx2.so /tmp/kernels/native_decoder_generic.so /opt/kernels/; \
+    cp /tmp/kernels/native_decoder_*.so /opt/kernels/; \
     rm -rf /opt/venv/lib/python3.11/site-packages/tensorflow/include; \
     /opt/venv/bin/pip uninstall -y -q libclang pip wheel
 

@@ -14,7 +14,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt
 	touch $@
 
 # The engine's kernels: the bfloat16 TensorFlow op, compiled against the installed TensorFlow,
-# and the int8 decoder's AVX2 and generic builds (seconds; rebuilt when a source or the
+# and the int8 decoder's AVX-512 VNNI, AVX2 and generic builds (seconds; rebuilt when a source or the
 # packages change). Without the first the service falls back to float32 weights.
 KERNEL := app/engine/kernels/packed_bf16_matmul.so
 $(KERNEL): app/engine/kernels/packed_bf16_matmul.cc app/engine/kernels/native_decoder.cc \

@@ -1,5 +1,5 @@
-"""The int8 native decoder: close to gpt-2-simple's float32 logits, the AVX2
-and generic builds bit for bit the same, seeded requests the same alone and
+"""The int8 native decoder: close to gpt-2-simple's float32 logits, the AVX-512,
+AVX2 and generic builds bit for bit the same, seeded requests the same alone and
 batched, and clear errors for what it cannot do."""
 import numpy as np
 import pytest
@@ -12,7 +12,15 @@ from app.engine.packed_weights import KernelUnavailable
 from engine_models import perturbed_model
 from test_engine_forward import PROMPT, prompt_logits, reference_logits
 
-needs_avx2 = pytest.mark.skipif(not native.cpu_has_avx2(), reason="this CPU has no AVX2 + FMA")
+
+def build(variant):
+    """A build as a test parameter, skipped on a CPU that cannot run it."""
+    missing = sorted(native.REQUIRED_FLAGS[variant] - native.cpu_flags())
+    return pytest.param(variant, marks=pytest.mark.skipif(
+        bool(missing), reason=f"this CPU has no {', '.join(missing)}"))
+
+
+BUILDS = [build(variant) for variant in native.VARIANTS]
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +59,17 @@ def test_weights_take_8_5_bits_each(model):
     assert decoder(checkpoint).weight_bytes() == pytest.approx(matrices * 8.5 / 8, rel=0.01)
 
 
-@needs_avx2
-def test_avx2_and_generic_builds_give_identical_logits(model):
+@pytest.mark.parametrize("variant", [b for b in BUILDS if b.values[0] != "generic"])
+def test_vector_and_generic_builds_give_identical_logits(model, variant):
     _, checkpoint, tokenizer = model
     tokens = tokenizer.encode(PROMPT)
     for cache_dtype in ("float32", "bfloat16"):
-        fast = all_logits(decoder(checkpoint, "avx2", cache_dtype), tokens)
+        fast = all_logits(decoder(checkpoint, variant, cache_dtype), tokens)
         plain = all_logits(decoder(checkpoint, "generic", cache_dtype), tokens)
         assert np.array_equal(fast, plain)
 
 
-@pytest.mark.parametrize("variant", [pytest.param("avx2", marks=needs_avx2), "generic"])
+@pytest.mark.parametrize("variant", BUILDS)
 def test_a_row_is_bit_identical_alone_and_batched(model, variant):
     _, checkpoint, tokenizer = model
     d = decoder(checkpoint, variant)
@@ -82,7 +90,7 @@ def test_a_row_is_bit_identical_alone_and_batched(model, variant):
             assert np.array_equal(logits, alone[row]), (rows, row)
 
 
-@pytest.mark.parametrize("variant", [pytest.param("avx2", marks=needs_avx2), "generic"])
+@pytest.mark.parametrize("variant", BUILDS)
 def test_rows_of_any_mix_give_the_logits_of_one_token_at_a_time(model, variant):
     """A prompt read in uneven chunks next to other sequences' tokens and
     drafts (the scheduler's steps) gives, row for row, the logits of feeding
@@ -122,8 +130,8 @@ def test_rows_that_name_no_sequence_or_output_are_refused(model):
 def test_the_kernel_setting_forces_a_build_and_rejects_unknown_ones(monkeypatch):
     monkeypatch.setenv(native.KERNEL_SETTING, "generic")
     assert native.chosen_variant() == "generic"
-    monkeypatch.setenv(native.KERNEL_SETTING, "avx512")
-    with pytest.raises(KernelUnavailable, match="POKEGEN_KERNEL must be one of avx2, generic"):
+    monkeypatch.setenv(native.KERNEL_SETTING, "sse2")
+    with pytest.raises(KernelUnavailable, match="POKEGEN_KERNEL must be one of avx512, avx2, generic"):
         native.chosen_variant()
 
 

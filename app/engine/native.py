@@ -1,9 +1,10 @@
 """The engine's int8 decoder (kernels/native_decoder.cc) behind DecoderGraph's interface.
 
-The library is built twice by `python app/engine/kernels/build.py`: an AVX2 + FMA
-build (any x86-64 CPU since 2013, the EC2 t2 family included) and a generic one.
-Both give bit-identical logits; POKEGEN_KERNEL=avx2|generic forces one (tests and
-benchmarks), the default takes AVX2 where the CPU has it.
+The library is built three times by `python app/engine/kernels/build.py`: an
+AVX-512 VNNI build, an AVX2 + FMA build (any x86-64 CPU since 2013, the EC2 t2
+family included) and a generic one. All give bit-identical logits;
+POKEGEN_KERNEL=avx512|avx2|generic forces one (tests and benchmarks), the default
+takes the fastest the CPU has.
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from .checkpoint import HParams, WeightReader, layer_shapes
 from .packed_weights import KernelUnavailable
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
-VARIANTS = ("avx2", "generic")
+VARIANTS = ("avx512", "avx2", "generic")
+# The CPU flags each build needs, as /proc/cpuinfo names them.
+REQUIRED_FLAGS = {"avx512": {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni"},
+                  "avx2": {"avx2", "fma", "f16c"}, "generic": set()}
 KERNEL_SETTING = "POKEGEN_KERNEL"
 
 # Tensor roles: must match enum Role in the library.
@@ -40,8 +44,8 @@ def cpu_flags() -> set[str]:
         return set()
 
 
-def cpu_has_avx2() -> bool:
-    return {"avx2", "fma", "f16c"} <= cpu_flags()
+def cpu_runs(variant: str) -> bool:
+    return REQUIRED_FLAGS[variant] <= cpu_flags()
 
 
 def chosen_variant() -> str:
@@ -50,7 +54,7 @@ def chosen_variant() -> str:
         if forced not in VARIANTS:
             raise KernelUnavailable(f"{KERNEL_SETTING} must be one of {', '.join(VARIANTS)}, got {forced!r}")
         return forced
-    return "avx2" if cpu_has_avx2() else "generic"
+    return next(variant for variant in VARIANTS if cpu_runs(variant))
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,8 +62,9 @@ def load_library(variant: str) -> ctypes.CDLL:
     path = library_path(variant)
     if not os.path.exists(path):
         raise KernelUnavailable(f"{path} is not built (python app/engine/kernels/build.py)")
-    if variant == "avx2" and not cpu_has_avx2():
-        raise KernelUnavailable("this CPU has no AVX2 + FMA + F16C; use the generic build")
+    if not cpu_runs(variant):
+        missing = ", ".join(sorted(REQUIRED_FLAGS[variant] - cpu_flags()))
+        raise KernelUnavailable(f"this CPU cannot run the {variant} build (no {missing})")
     try:
         lib = ctypes.CDLL(path)
     except OSError as e:  # e.g. its OpenMP runtime (libgomp1) is not installed

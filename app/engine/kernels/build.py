@@ -1,5 +1,5 @@
 """Compiles the engine's kernels: the bfloat16 TensorFlow op (against the
-installed TensorFlow) and the int8 decoder in its AVX2 and generic builds.
+installed TensorFlow) and the int8 decoder in its AVX-512 VNNI, AVX2 and generic builds.
 
     python app/engine/kernels/build.py [--output PATH]
 
@@ -33,7 +33,8 @@ def tensorflow_flags() -> list[str]:
 NATIVE_SOURCE = os.path.join(HERE, "native_decoder.cc")
 # -ffp-contract=off: no fused multiply-add the source does not ask for, so both
 # builds round every float operation the same way.
-NATIVE_FLAGS = {"avx2": ["-mavx2", "-mfma", "-mf16c"], "generic": []}
+NATIVE_FLAGS = {"avx512": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vnni"],
+                "avx2": ["-mavx2", "-mfma", "-mf16c"], "generic": []}
 
 
 def native_output(variant: str) -> str:
