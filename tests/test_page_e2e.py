@@ -257,3 +257,31 @@ def test_a_refusal_shows_its_reason_and_retry_time(stack, freeze_file):
         assert page.is_hidden("#error") and page.inner_text("#episode")
         # Chromium logs the refused request itself; nothing else went wrong.
         assert [e for e in page.script_errors if "status of 503" not in e] == []
+
+
+def test_copy_works_without_the_clipboard_api_over_plain_http(stack):
+    # Browsers keep navigator.clipboard for secure contexts: over plain HTTP from a
+    # host that is not this machine, as on a server reached by its name, it is absent.
+    with chromium_page("--host-resolver-rules=MAP pokegen.test 127.0.0.1") as page:
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+        page.goto(f"http://pokegen.test:{stack.port}/")
+        assert page.evaluate("window.isSecureContext") is False
+        assert page.evaluate("typeof navigator.clipboard") == "undefined"
+        page.fill("#length", "20")
+        page.click("#generate")
+        page.wait_for_selector(DONE, timeout=60_000)
+        link = page.input_value("#share-link")
+        assert link.startswith(f"http://pokegen.test:{stack.port}/#prefix=")
+
+        # The clipboard is the browser's: a secure page of the same browser reads it.
+        reader = page.context.new_page()
+        reader.goto(stack.url + "/static/favicon.svg")
+        page.bring_to_front()
+        page.click("#copy-link")
+        assert page.inner_text("#status") == "Link copied."
+        assert reader.evaluate("navigator.clipboard.readText()") == link
+        page.click("#copy-text")
+        assert page.inner_text("#status") == "Text copied."
+        copied = reader.evaluate("navigator.clipboard.readText()")
+        assert words(copied) == words(page.inner_text("#episode"))
+        assert page.script_errors == []
