@@ -8,7 +8,6 @@ the engine counts every token it makes (pokegen_engine_tokens_generated), and
 its decoding loop is frozen on demand through app/engine/faults.py.
 """
 import os
-import re
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -184,6 +183,13 @@ def test_every_control_is_labelled_and_works_from_the_keyboard(stack):
         assert queries == [{"prefix": "Brock cooked", "length": "20", "temperature": "0.8",
                             "seed": "99"}]
         assert page.input_value("#prefix") == "Brock cooked"  # no line break typed
+        # Once there is an episode, its link and both copy buttons come next (Stop is off again).
+        page.focus("#another")
+        reached = []
+        for _ in range(3):
+            page.keyboard.press("Tab")
+            reached.append(page.evaluate("document.activeElement.id"))
+        assert reached == ["share-link", "copy-link", "copy-text"]
         assert page.script_errors == []
 
 
