@@ -12,14 +12,14 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-backgroun
 
 
 @contextlib.contextmanager
-def chromium_page():
+def chromium_page(*extra_flags: str):
     from playwright.sync_api import sync_playwright
 
     profile = tempfile.mkdtemp(prefix="pokegen-chromium-")
     try:
         with sync_playwright() as playwright:
             context = playwright.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=FLAGS)
+                profile, executable_path=CHROMIUM, headless=True, args=FLAGS + list(extra_flags))
             try:
                 page = context.new_page()
                 errors = []

@@ -2,37 +2,99 @@
 //
 // fetch() reads the Server-Sent Events rather than EventSource because
 // EventSource hides the status and headers of a refusal: the page needs the
-// JSON reason of a 400 and the Retry-After of a 503.
+// JSON reason of a 400 and the Retry-After of a 503. Aborting the fetch closes
+// the connection, which makes the service cancel the generation.
+//
+// A share link carries the query in the fragment (/#prefix=...&seed=...):
+// the fragment never reaches the server, so the link always gets this page,
+// which then asks for the same seeded, hence the same, episode.
 "use strict";
 
 (function () {
-  const form = document.getElementById("generate-form");
-  const prefixInput = document.getElementById("prefix");
-  const lengthSelect = document.getElementById("length");
-  const generateButton = document.getElementById("generate");
-  const statusText = document.getElementById("status");
-  const loader = document.getElementById("loader");
-  const errorBox = document.getElementById("error");
-  const errorMessage = document.getElementById("error-message");
-  const retryButton = document.getElementById("retry");
-  const episode = document.getElementById("episode");
-  const details = document.getElementById("details");
+  const MAX_SEED = 2147483647;
+  // The query parameters the form sets, and so the ones a share link carries.
+  const SHARED = ["prefix", "length", "temperature", "seed"];
+  const FINISH_REASONS = {
+    length: "it reached the length asked for",
+    stop: "the model ended the episode",
+    end_of_text: "the model ended the episode",
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const form = $("generate-form");
+  const fields = { prefix: $("prefix"), length: $("length"), temperature: $("temperature"),
+                   seed: $("seed") };
+  const temperatureValue = $("temperature-value");
+  const stopButton = $("stop");
+  const statusText = $("status");
+  const loader = $("loader");
+  const errorBox = $("error");
+  const errorMessage = $("error-message");
+  const retryButton = $("retry");
+  const result = $("result");
+  const shareLink = $("share-link");
+  const episode = $("episode");
+  const details = $("details");
 
   let controller = null;
   let lastQuery = null;
+  let episodeText = "";
   let countdown = null;
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
+    if (!fields.seed.value) rollSeed();
     generate(queryFromForm());
   });
+  form.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  fields.temperature.addEventListener("input", showTemperature);
+  $("dice").addEventListener("click", rollSeed);
+  $("another").addEventListener("click", () => {
+    rollSeed();
+    form.requestSubmit();
+  });
+  stopButton.addEventListener("click", stop);
   retryButton.addEventListener("click", () => {
     if (lastQuery) generate(lastQuery);
   });
+  $("copy-link").addEventListener("click", () => copy(shareLink.value, shareLink, "Link copied."));
+  $("copy-text").addEventListener("click", () => copy(episodeText, episode, "Text copied."));
+  window.addEventListener("hashchange", openShareLink);
+
+  showTemperature();
+  if (!openShareLink()) rollSeed();
+
+  // Fills the form from the page's fragment and generates; false without one.
+  function openShareLink() {
+    const shared = new URLSearchParams(location.hash.slice(1));
+    if (!SHARED.some((name) => shared.has(name))) return false;
+    for (const name of SHARED) {
+      if (shared.has(name)) fields[name].value = shared.get(name);
+    }
+    showTemperature();
+    if (!fields.seed.value) rollSeed();
+    generate(queryFromForm());
+    return true;
+  }
 
   function queryFromForm() {
-    const prefix = prefixInput.value.trim() ? prefixInput.value : prefixInput.placeholder;
-    return new URLSearchParams({ prefix: prefix, length: lengthSelect.value });
+    const prefix = fields.prefix.value.trim() ? fields.prefix.value : fields.prefix.placeholder;
+    return new URLSearchParams({ prefix: prefix, length: fields.length.value,
+                                 temperature: fields.temperature.value,
+                                 seed: fields.seed.value });
+  }
+
+  function rollSeed() {
+    fields.seed.value = crypto.getRandomValues(new Uint32Array(1))[0] % (MAX_SEED + 1);
+  }
+
+  function showTemperature() {
+    temperatureValue.textContent = fields.temperature.value;
   }
 
   async function generate(query) {
@@ -41,6 +103,7 @@
     const signal = controller.signal;
     lastQuery = query;
     hideError();
+    showShareLink(query);
     showEpisode("");
     details.textContent = "";
     setState("waiting");
@@ -70,12 +133,11 @@
           showEpisode(text);
         } else if (event.type === "done") {
           showEpisode(event.data.text);
-          details.textContent = event.data.tokens + " tokens in " + event.data.seconds +
-            " s, model " + event.data.model;
+          showDetails(event.data);
           setState("done");
           return;
         } else if (event.type === "error") {
-          showError(event.data.error, event.data.retry_after || 0);
+          showProblem(event.data.status, event.data.error, event.data.retry_after || 0);
           return;
         }
       }
@@ -87,6 +149,13 @@
     }
   }
 
+  function stop() {
+    if (!controller) return;
+    controller.abort();
+    controller = null;
+    setState("stopped");
+  }
+
   async function showRefusal(response) {
     const retryAfter = parseInt(response.headers.get("Retry-After") || "0", 10) || 0;
     let reason = "the server answered " + response.status;
@@ -96,8 +165,14 @@
     } catch (ignored) {
       // Not JSON: keep the status line.
     }
-    const lead = response.status === 503 ? "The generator is busy: " : "Could not generate: ";
-    showError(lead + reason + ".", retryAfter);
+    showProblem(response.status, reason, retryAfter);
+  }
+
+  function showProblem(status, reason, retryAfter) {
+    const lead = status === 503 ? "The generator is busy: "
+      : status === 429 ? "Too many requests from you: " : "Could not generate: ";
+    const wait = retryAfter > 0 ? " Retry after " + retryAfter + " s." : "";
+    showError(lead + reason + "." + wait, retryAfter);
   }
 
   // Yields {type, data} for each event of a text/event-stream body.
@@ -132,8 +207,18 @@
     return data.length ? { type: type, data: JSON.parse(data.join("\n")) } : null;
   }
 
+  // The link, and the address bar, so that a reload or a bookmark keeps the episode.
+  function showShareLink(query) {
+    const shared = new URLSearchParams();
+    for (const name of SHARED) shared.set(name, query.get(name));
+    history.replaceState(null, "", "#" + shared);
+    shareLink.value = location.href;
+    result.hidden = false;
+  }
+
   // One <p> per line of the episode; textContent keeps generated text inert.
   function showEpisode(text) {
+    episodeText = text;
     const paragraphs = text.split(/\n+/).filter((line) => line.trim() !== "");
     episode.replaceChildren(...paragraphs.map((line) => {
       const p = document.createElement("p");
@@ -142,16 +227,48 @@
     }));
   }
 
+  function showDetails(answer) {
+    const why = FINISH_REASONS[answer.finish_reason];
+    details.textContent = answer.tokens + " tokens in " + answer.seconds + " s, model " +
+      answer.model + (why ? "; it ended because " + why + "." : ".");
+  }
+
+  async function copy(text, element, done) {
+    try {
+      if (navigator.clipboard) await navigator.clipboard.writeText(text);
+      else selectAndCopy(element);
+      statusText.textContent = done;
+    } catch (error) {
+      statusText.textContent = "Could not copy: select the text and copy it.";
+    }
+  }
+
+  // Browsers offer the clipboard API only to secure contexts: a page served over
+  // plain HTTP from another host copies its selection instead.
+  function selectAndCopy(element) {
+    if (element.select) {
+      element.select();
+    } else {
+      const range = document.createRange();
+      range.selectNodeContents(element);
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+    }
+    if (!document.execCommand("copy")) throw new Error("the browser refused to copy");
+  }
+
   function setState(state) {
     form.dataset.state = state;
     const busy = state === "waiting" || state === "writing";
     loader.hidden = !busy;
-    generateButton.disabled = busy;
+    stopButton.disabled = !busy;
+    episode.setAttribute("aria-busy", String(busy));
     statusText.textContent = state === "waiting" ? "Waiting for the model…"
-      : state === "writing" ? "Writing…" : "";
+      : state === "writing" ? "Writing…" : state === "stopped" ? "Stopped." : "";
   }
 
   function showError(message, retryAfterSeconds) {
+    controller = null;
     setState("error");
     errorMessage.textContent = message;
     errorBox.hidden = false;
