@@ -152,7 +152,7 @@ def test_a_silent_app_server_gets_a_json_504_not_a_hang():
     held = []
     threading.Thread(target=lambda: held.append(silent.accept()), daemon=True).start()
     try:
-        with nginx_alone(socket_path, UPSTREAM_TIMEOUT=2) as url:
+        with nginx_alone(socket_path, REQUEST_TIMEOUT=1, UPSTREAM_MARGIN=1) as url:
             started = time.monotonic()
             answer = requests.get(url + "/?prefix=Ash", timeout=30)
             waited = time.monotonic() - started
