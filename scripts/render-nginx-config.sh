@@ -89,7 +89,7 @@ mkdir -p "$RUN_DIR/temp"
 "$root/scripts/render-nginx-upstreams.sh" >/dev/null
 names='${RUN_DIR} ${PORT} ${BIND_ADDRESS} ${POKEGEN_SOCKET} ${STATIC_DIR} ${UPSTREAM_TIMEOUT} ${NGINX_USER}
   ${RATE_LIMIT} ${RATE_BURST} ${RATE_DELAY} ${CONNECTION_LIMIT} ${REAL_IP_FROM} ${INTERNAL_ALLOW}'
-for name in nginx.conf pokegen.conf; do
+for name in nginx.conf pokegen.conf uwsgi-params.conf; do
   envsubst "$names" < "$root/nginx/$name.template" > "$RUN_DIR/$name.tmp"
   mv "$RUN_DIR/$name.tmp" "$RUN_DIR/$name"
 done
