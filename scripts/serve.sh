@@ -44,6 +44,12 @@ fi
 
 scripts/install-system-packages.sh nginx=nginx-light envsubst=gettext-base
 mkdir -p "$RUN_DIR"
+# The socket is for nginx alone (mode 660, uwsgi.ini): as root, uWSGI hands it
+# to the user nginx's workers run as.
+if [ "$(id -u)" = 0 ]; then
+  export NGINX_USER="${NGINX_USER:-$(stat -c %U "$root")}"
+  export POKEGEN_SOCKET_OWNER="$NGINX_USER"
+fi
 nginx_conf="$(RUN_DIR="$RUN_DIR/nginx" scripts/render-nginx-config.sh)"
 nginx -t -q -p "$RUN_DIR/nginx" -c "$nginx_conf" -e stderr
 
