@@ -16,12 +16,14 @@ import codecs
 import email.message
 import json
 import signal
+import socket
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from bs4 import BeautifulSoup, Tag
@@ -71,6 +73,7 @@ class FetchSettings:
     max_bytes: int = 8 * 2**20     # a Bulbapedia episode page is a few hundred KB
     max_retry_after: int = 600     # never wait longer than this for Retry-After
     contact: str = PROJECT_URL
+    page_seconds: float | None = None  # for a whole page; None: max(60, 4 x timeout)
 
     @property
     def user_agent(self) -> str:
@@ -79,7 +82,7 @@ class FetchSettings:
     @property
     def page_deadline(self) -> float:
         # Bounds a body that trickles in just under the read timeout forever.
-        return max(60.0, 4 * self.timeout)
+        return self.page_seconds or max(60.0, 4 * self.timeout)
 
 
 class FetchError(Exception):
@@ -116,11 +119,12 @@ def make_session(settings: FetchSettings) -> requests.Session:
     return session
 
 
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
+
+
 def fetch_page(session: requests.Session, url: str, settings: FetchSettings) -> FetchedPage:
-    try:
-        response = session.get(url, timeout=(settings.timeout, settings.timeout), stream=True)
-    except requests.RequestException as exc:
-        raise FetchError(describe_network_error(exc), connect=is_connect_failure(exc)) from None
+    response = get_within_host(session, url, settings)
     with response:
         retries = len(getattr(response.raw.retries, "history", ()) or ())
         if response.status_code == 404:
@@ -136,11 +140,40 @@ def fetch_page(session: requests.Session, url: str, settings: FetchSettings) -> 
     return FetchedPage(200, html, retries)
 
 
+def get_within_host(session: requests.Session, url: str,
+                    settings: FetchSettings) -> requests.Response:
+    """GET that follows redirects (a renamed page) only on the wiki's own
+    scheme, host and port: a redirect elsewhere is a failure, never fetched."""
+    origin = urlsplit(url)[:2]
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            response = session.get(url, timeout=(settings.timeout, settings.timeout), stream=True,
+                                   allow_redirects=False)
+        except requests.RequestException as exc:
+            raise FetchError(describe_network_error(exc), connect=is_connect_failure(exc)) from None
+        location = response.headers.get("Location")
+        if response.status_code not in REDIRECT_STATUSES or not location:
+            return response
+        response.close()
+        url = urljoin(url, location)
+        if urlsplit(url)[:2] != origin:
+            raise FetchError(f"redirect to another site refused: {urlsplit(url).netloc or url}",
+                             response.status_code)
+    raise FetchError(f"more than {MAX_REDIRECTS} redirects", response.status_code)
+
+
 def read_capped(response: requests.Response, settings: FetchSettings) -> bytes:
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > settings.max_bytes:
         raise FetchError(f"page too large ({int(declared)} bytes > {settings.max_bytes})", 200)
-    deadline = time.monotonic() + settings.page_deadline
+    too_slow = FetchError(f"page took longer than {settings.page_deadline:g} s", 200)
+    # Each read waits at most the timeout, but a body trickled in a byte at a
+    # time never makes one wait that long: at the deadline the connection is
+    # shut, which ends the read in progress.
+    shut = threading.Event()
+    cut = threading.Timer(settings.page_deadline, _shut, (response, shut))
+    cut.daemon = True
+    cut.start()
     chunks: list[bytes] = []
     size = 0
     try:
@@ -148,12 +181,29 @@ def read_capped(response: requests.Response, settings: FetchSettings) -> bytes:
             size += len(chunk)
             if size > settings.max_bytes:
                 raise FetchError(f"page larger than {settings.max_bytes} bytes", 200)
-            if time.monotonic() > deadline:
-                raise FetchError(f"page took longer than {settings.page_deadline:.0f} s", 200)
             chunks.append(chunk)
     except requests.RequestException as exc:
+        if shut.is_set():
+            raise too_slow from None
         raise FetchError(f"incomplete page: {describe_network_error(exc)}", 200) from None
+    finally:
+        cut.cancel()
+    if shut.is_set():  # a body without framing just ends where the cut came
+        raise too_slow
     return b"".join(chunks)
+
+
+def _shut(response: requests.Response, shut: threading.Event) -> None:
+    shut.set()
+    # urllib3 hands the socket to http.client's response, which reads it
+    # through a file: HTTPResponse -> BufferedReader -> SocketIO -> socket.
+    fp = getattr(getattr(response.raw, "_fp", None), "fp", None)
+    sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed: the read has ended anyway
 
 
 def decode_html(body: bytes, content_type: str) -> str:

@@ -14,7 +14,9 @@ from pathlib import Path
 # The series of the original project, in broadcast order, with their episode counts.
 DEFAULT_SERIES: dict[str, int] = {"EP": 274, "AG": 192, "DP": 191, "XY": 140, "SM": 140}
 
-_CODE = re.compile(r"^([A-Z]+)(\d+)$")
+# ASCII digits only: str.isdigit() and \d also take "²" or "٣", which int() refuses or
+# which would name a page and a file that no one means.
+_CODE = re.compile(r"^([A-Z]+)([0-9]+)$")
 
 
 class CodeError(ValueError):
@@ -36,7 +38,7 @@ def parse_series(spec: str) -> list[str]:
     for item in filter(None, (part.strip() for part in spec.split(","))):
         prefix, sep, count = item.partition(":")
         prefix = prefix.strip().upper()
-        if not sep or not re.fullmatch(r"[A-Z]+", prefix) or not count.strip().isdigit():
+        if not sep or not re.fullmatch(r"[A-Z]+", prefix) or not re.fullmatch(r"[0-9]+", count.strip()):
             raise CodeError(f"bad series {item!r}: expected PREFIX:COUNT, e.g. EP:274")
         codes.extend(series_codes(prefix, int(count)))
     if not codes:

@@ -1,7 +1,10 @@
 """Clean the crawled episode plots and merge them into GPT-2 training files.
 
     python prepare_corpus.py                      # data/pokeCorpusBulba -> data/train.txt + data/val.txt
-    python prepare_corpus.py --val-fraction 0     # everything in train.txt
+    python prepare_corpus.py --val-fraction 0     # everything in train.txt (an old val.txt goes)
+
+A corpus is not replaced by one with fewer than half its episodes (a crawl cut
+short) unless --force is given.
 
 Each episode is followed by a `<|endoftext|>` line, gpt-2-simple's document
 delimiter. Order and split are deterministic: episodes are written in broadcast
@@ -137,18 +140,37 @@ def format_corpus(texts: list[str]) -> str:
     return "".join(f"{text}\n{DELIMITER}\n" for text in texts)
 
 
-def prepare(in_dir: Path, out: Path, val_out: Path | None, val_fraction: float,
-            lowercase: bool = False, min_words: int = MIN_WORDS) -> dict:
+def episodes_in(path: Path) -> int:
+    """Episodes in a corpus file written here (0 when there is none)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return sum(1 for line in f if line.rstrip("\n") == DELIMITER)
+    except FileNotFoundError:
+        return 0
+
+
+def prepare(in_dir: Path, out: Path, val_out: Path, val_fraction: float,
+            lowercase: bool = False, min_words: int = MIN_WORDS, force: bool = False) -> dict:
+    """Writes `out` and, when val_fraction > 0, `val_out`; with val_fraction 0
+    a `val_out` left by an earlier run is removed (train.py would read it)."""
     raw = read_episodes(in_dir)
     kept, dropped = build_corpus(raw, lowercase, min_words)
     if not kept:
         raise CorpusError(f"all {len(raw)} episodes in {in_dir} were empty or too short")
-    validation = split_validation(list(kept), val_fraction if val_out else 0.0)
+    # A crawl cut short (a blocked crawler, a wrong --in) must not quietly
+    # replace a full corpus: fewer than half the episodes needs --force.
+    before = episodes_in(out) + episodes_in(val_out)
+    if not force and len(kept) < before / 2:
+        raise CorpusError(f"{in_dir} gives {len(kept)} episodes, under half of the {before} in "
+                          f"{out} now; check the crawl, or pass --force to replace it")
+    validation = split_validation(list(kept), val_fraction)
     train = [text for code, text in kept.items() if code not in validation]
     val = [text for code, text in kept.items() if code in validation]
     atomic_write_text(out, format_corpus(train))
-    if val_out is not None:
+    if val_fraction > 0:
         atomic_write_text(val_out, format_corpus(val))
+    else:
+        val_out.unlink(missing_ok=True)
     return {"read": len(raw), "dropped": dropped, "train": CorpusStats.of(train),
             "val": CorpusStats.of(val)}
 
@@ -172,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="validation file (default: val.txt next to --out)")
     parser.add_argument("--val-fraction", type=fraction, default=0.05,
                         help="share of episodes held out for validation; 0 writes no "
-                             "validation file (default: %(default)s)")
+                             "validation file and removes an earlier one (default: %(default)s)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the corpus even with fewer than half its episodes")
     parser.add_argument("--min-words", type=int, default=MIN_WORDS,
                         help="drop episodes shorter than this (default: %(default)s)")
     parser.add_argument("--lowercase", action="store_true",
@@ -183,15 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    val_out = None
-    if args.val_fraction > 0:
-        val_out = args.val_out or args.out.with_name("val.txt")
-        if val_out.resolve() == args.out.resolve():
-            print("error: --val-out must differ from --out", file=sys.stderr)
-            return 2
+    val_out = args.val_out or args.out.with_name("val.txt")
+    if val_out.resolve() == args.out.resolve():
+        print("error: --val-out must differ from --out", file=sys.stderr)
+        return 2
     try:
         result = prepare(args.in_dir, args.out, val_out, args.val_fraction, args.lowercase,
-                         args.min_words)
+                         args.min_words, args.force)
     except CorpusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -202,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"read {result['read']} episodes from {args.in_dir}; dropped {dropped['too short']} "
           f"too short, {dropped['duplicate']} duplicates")
     print(f"train: {result['train'].line()} -> {args.out}")
-    if val_out is not None:
+    if args.val_fraction > 0:
         print(f"val:   {result['val'].line()} -> {val_out}")
     return 0
 

@@ -133,16 +133,20 @@ def create_model_dir(model_dir, preset, corpus_files=None, seed=0):
     """Create model_dir holding a new model of the given preset; return its hparams.
 
     The folder is built next to its destination and renamed into place, so a crash
-    never leaves a half-written model. An existing model folder there is replaced;
-    any other non-empty folder is left alone and FileExistsError is raised.
+    never leaves a half-written model. An existing untrained model folder there is
+    replaced; a trained run, or any other non-empty folder, is left alone and
+    FileExistsError is raised.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     model_dir = os.path.abspath(model_dir)
-    if os.path.isdir(model_dir) and os.listdir(model_dir) and not os.path.exists(
-        os.path.join(model_dir, "hparams.json")
-    ):
-        raise FileExistsError(f"{model_dir} exists and is not a model folder; not replacing it")
+    if os.path.isdir(model_dir) and os.listdir(model_dir):
+        if not os.path.exists(os.path.join(model_dir, "hparams.json")):
+            raise FileExistsError(f"{model_dir} exists and is not a model folder; not replacing it")
+        trained = trained_run_marks(model_dir)
+        if trained:
+            raise FileExistsError(f"{model_dir} holds a trained run ({', '.join(trained)}); "
+                                  "not replacing it with new random weights")
     parent = os.path.dirname(model_dir)
     os.makedirs(parent, exist_ok=True)
 
@@ -158,6 +162,14 @@ def create_model_dir(model_dir, preset, corpus_files=None, seed=0):
         shutil.rmtree(build_dir, ignore_errors=True)
         raise
     return hparams
+
+
+def trained_run_marks(model_dir):
+    """What shows that model_dir was trained: gpt-2-simple's step counter and
+    step-numbered checkpoints, train.py's model card. A folder made here has none."""
+    return sorted(name for name in os.listdir(model_dir)
+                  if name in ("counter", "pokegen.json")
+                  or (name.startswith("model-") and name.endswith(".index")))
 
 
 def move_into_place(built, output):

@@ -23,6 +23,7 @@ import math
 import random
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from tqdm import tqdm
 import model_card
 import scratch_model
 from app.engine import corpus_drafts
+from episode_corpus import atomic_write_text
 
 GPT2_FILES = ["checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
               "model.ckpt.index", "model.ckpt.meta", "vocab.bpe"]
@@ -79,16 +81,33 @@ class TrainingError(Exception):
 # --- the run folder -------------------------------------------------------------------------
 
 def completed_steps(run_dir):
-    """Steps already trained in run_dir (0 when it holds no checkpoint)."""
+    """Steps already trained in run_dir (0 when it holds no checkpoint).
+
+    The step in the latest checkpoint's name comes first: gpt-2-simple writes
+    its `counter` after the checkpoint, by truncating it and writing again, so
+    a crash in between leaves it empty or stale."""
     checkpoint = tf.train.latest_checkpoint(run_dir)
     if checkpoint is None:
         return 0
+    match = re.search(r"-(\d+)$", checkpoint)
+    if match:
+        return int(match.group(1))
     try:
         with open(os.path.join(run_dir, "counter")) as f:
             return int(f.read().strip())
     except (OSError, ValueError):
-        match = re.search(r"-(\d+)$", checkpoint)
-        return int(match.group(1)) if match else 0
+        return 0
+
+
+def repair_counter(run_dir, step):
+    """Makes `counter` say `step` (gpt-2-simple resumes from it and fails on an
+    empty one), written whole or not at all."""
+    path = os.path.join(run_dir, "counter")
+    with contextlib.suppress(OSError):
+        with open(path) as f:
+            if f.read().strip() == str(step):
+                return
+    atomic_write_text(path, f"{step}\n")
 
 
 @contextlib.contextmanager
@@ -380,6 +399,8 @@ def train(args):
         raise TrainingError(f"{run_dir} is already at step {start_step}; "
                             f"ask for more with --steps (more than {start_step})")
 
+    if args.resume:
+        repair_counter(run_dir, start_step)
     # finetune draws its training windows with `random`; a resumed session draws new ones.
     random.seed(settings["seed"] + start_step)
     np.random.seed(settings["seed"] + start_step)
@@ -416,6 +437,12 @@ def train(args):
                     restore_from="latest", run_name=args.run_name, checkpoint_dir=args.checkpoint_dir,
                     sample_every=settings["sample_every"], sample_length=settings["sample_length"],
                     save_every=settings["save_every"], print_every=1, reuse=True)
+        except (OSError, tf.errors.OpError) as error:
+            # A full disk (or a file size limit) while saving: the last complete
+            # checkpoint stays, as TensorFlow renames a checkpoint into place only when whole.
+            raise TrainingError(f"training stopped at step {monitor.step}: "
+                                f"{first_line(error)}; the checkpoints saved before in "
+                                f"{run_dir} are kept (continue with --resume)") from None
         finally:
             monitor.close_bar()
         seconds = time.time() - started
@@ -437,6 +464,27 @@ def train(args):
                                    training=settings, corpus=corpus, session=session)
     model_card.write_model_card(run_dir, card)
     return card, monitor.interrupted
+
+
+def first_line(error):
+    """An exception's reason on one line. TensorFlow's graph errors start with
+    "Graph execution error:" and where the node was defined; the reason (such
+    as "<file>; File too large") is their last line but the node's name."""
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.strip().startswith("[[")]
+    if lines[0].startswith("Graph execution error"):
+        return lines[-1]
+    return lines[0]
+
+
+def stop_like_ctrl_c(signum, frame):
+    """SIGTERM (`docker stop`, systemd, kill) does what Ctrl-C does: gpt-2-simple
+    catches the KeyboardInterrupt, saves a checkpoint and returns. Further
+    signals are ignored so that nothing cuts that save short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def describe(card):
@@ -514,6 +562,7 @@ def main(argv=None):
     args = parse_args(argv)
     tf.get_logger().setLevel("ERROR")
     run_dir = os.path.join(args.checkpoint_dir, args.run_name)
+    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     try:
         with exclusive_run(run_dir):
             card, interrupted = train(args)

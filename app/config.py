@@ -57,22 +57,28 @@ class Config:
             checkpoint_dir=env.get("CHECKPOINT_DIR") or defaults.checkpoint_dir,
             run_name=env.get("RUN_NAME") or defaults.run_name,
             generation_concurrency=_number(env, "GENERATION_CONCURRENCY", int,
-                                           defaults.generation_concurrency, minimum=1),
-            queue_size=_number(env, "QUEUE_SIZE", int, defaults.queue_size, minimum=0),
-            queue_timeout=_number(env, "QUEUE_TIMEOUT", float, defaults.queue_timeout, minimum=0),
+                                           defaults.generation_concurrency, minimum=1,
+                                           maximum=MAX_CONCURRENCY),
+            queue_size=_number(env, "QUEUE_SIZE", int, defaults.queue_size, minimum=0,
+                               maximum=MAX_COUNT),
+            queue_timeout=_number(env, "QUEUE_TIMEOUT", float, defaults.queue_timeout, minimum=0,
+                                  maximum=MAX_SECONDS, above_minimum=True),
             request_timeout=_number(env, "REQUEST_TIMEOUT", float, defaults.request_timeout,
-                                    minimum=1),
+                                    minimum=1, maximum=MAX_SECONDS),
             loading_retry_after=_number(env, "LOADING_RETRY_AFTER", int,
-                                        defaults.loading_retry_after, minimum=1),
+                                        defaults.loading_retry_after, minimum=1,
+                                        maximum=MAX_SECONDS),
             weight_dtype=_choice(env, "WEIGHT_DTYPE", ("bfloat16", "float32", "int8"),
                                  defaults.weight_dtype),
             speculative_tokens=_number(env, "SPECULATIVE_TOKENS", int, defaults.speculative_tokens,
-                                       minimum=0),
-            prefill_chunk=_number(env, "PREFILL_CHUNK", int, defaults.prefill_chunk, minimum=1),
+                                       minimum=0, maximum=MAX_CONTEXT),
+            prefill_chunk=_number(env, "PREFILL_CHUNK", int, defaults.prefill_chunk, minimum=1,
+                                  maximum=MAX_CONTEXT),
             client_generation_limit=_number(env, "CLIENT_GENERATION_LIMIT", int,
-                                            defaults.client_generation_limit, minimum=1),
+                                            defaults.client_generation_limit, minimum=1,
+                                            maximum=MAX_COUNT),
             stall_timeout=_number(env, "STALL_TIMEOUT", float, defaults.stall_timeout,
-                                  minimum=1),
+                                  minimum=1, maximum=MAX_SECONDS),
             stall_restart_after=_stall_restart_after(env, defaults),
         )
 
@@ -92,10 +98,20 @@ class Config:
 # Seconds between the app's own deadline and uWSGI's last resort.
 HARAKIRI_MARGIN = 60
 
+# Upper bounds: a value past them is a typo, and would fail later, deep in the
+# service (a wait too long for the platform's clock, a cache for a million rows).
+MAX_SECONDS = 86400  # a day
+MAX_CONCURRENCY = 256
+MAX_COUNT = 100_000
+MAX_CONTEXT = 1024  # GPT-2's context: no more tokens to read or guess at once
+
 
 def _stall_restart_after(env, defaults) -> float:
-    value = _number(env, "STALL_RESTART_AFTER", float, defaults.stall_restart_after, minimum=0)
-    stall_timeout = _number(env, "STALL_TIMEOUT", float, defaults.stall_timeout, minimum=1)
+    stall_timeout = _number(env, "STALL_TIMEOUT", float, defaults.stall_timeout, minimum=1,
+                            maximum=MAX_SECONDS)
+    # Unset, it is never shorter than the stall it follows.
+    default = max(defaults.stall_restart_after, stall_timeout)
+    value = _number(env, "STALL_RESTART_AFTER", float, default, minimum=0, maximum=MAX_SECONDS)
     if 0 < value < stall_timeout:
         raise ConfigError(f"STALL_RESTART_AFTER must be 0 (never) or at least STALL_TIMEOUT "
                           f"({stall_timeout:g}), got {env.get('STALL_RESTART_AFTER')!r}")
@@ -111,7 +127,7 @@ def _choice(env, name, choices, default):
     return raw.strip()
 
 
-def _number(env, name, kind, default, *, minimum):
+def _number(env, name, kind, default, *, minimum, maximum, above_minimum=False):
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -122,8 +138,11 @@ def _number(env, name, kind, default, *, minimum):
     if value is None or not math.isfinite(value):
         raise ConfigError(f"{name} must be a{'n integer' if kind is int else ' finite number'}, "
                           f"got {raw!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    if value < minimum or (above_minimum and value == minimum):
+        raise ConfigError(f"{name} must be {'above' if above_minimum else 'at least'} {minimum}, "
+                          f"got {raw!r}")
+    if value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {raw!r}")
     return value
 
 

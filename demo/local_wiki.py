@@ -44,6 +44,10 @@ FAULTS = {
     "non-utf8": "UTF-8 page with 'é' and '’' written in Windows-1252 bytes",
     "huge": "announce a 64 MiB page and start sending it",
     "endless": "send a chunked page that never ends",
+    "trickle": "send the page one byte every --slow-seconds / 10, each well within any timeout",
+    "redirect-once": "redirect the first request to the same page on this wiki (302)",
+    "offsite-redirect-always": "redirect every request to another host (localhost instead of "
+                               "127.0.0.1): /offsite/<CODE>",
     "double-plot": "page with two 'Episode plot' sections",
     "no-plot": "page without a plot section",
     "plot-heading": "plot section titled 'Plot' instead of 'Episode plot'",
@@ -175,7 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "non-utf8":
             for char in ("é", "’"):
                 body = body.replace(char.encode("utf-8"), char.encode("cp1252"))
-        if fault in ("truncated", "truncated-unframed", "huge", "endless"):
+        if fault in ("truncated", "truncated-unframed", "huge", "endless", "trickle"):
             return self._body_fault(fault, body, path)
         self._send(200, body, path)
 
@@ -191,6 +195,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wiki._record(path, "slow")
             time.sleep(self.wiki.slow_seconds)
             return False
+        elif kind == "redirect":
+            self._send(302, b"", path, headers={"Location": path})
+        elif kind == "offsite-redirect":
+            code = path[len("/wiki/"):]
+            self._send(302, b"", path, headers={
+                "Location": f"http://localhost:{self.server.server_address[1]}/offsite/{code}"})
         elif kind == "reset":
             self.wiki._record(path, "reset")
             # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
@@ -206,7 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=UTF-8")
-        if fault == "truncated":
+        if fault in ("truncated", "trickle"):
             self.send_header("Content-Length", str(len(body)))
         elif fault == "huge":
             self.send_header("Content-Length", str(HUGE_BYTES))
@@ -216,6 +226,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if fault in ("truncated", "truncated-unframed"):
             self.wfile.write(body[: len(body) // 2])
+        elif fault == "trickle":
+            for byte in range(len(body)):
+                self.wfile.write(body[byte:byte + 1])
+                self.wfile.flush()
+                time.sleep(self.wiki.slow_seconds / 10)
         elif fault == "huge":
             sent = 0
             while sent < HUGE_BYTES:

@@ -8,8 +8,10 @@
 #   POKEGEN_SOCKET_DIR  instead, a folder of replicas' sockets (app-*.sock); see
 #                    scripts/render-nginx-upstreams.sh                 (unset)
 #   STATIC_DIR       the page's files                                  (app/static)
-#   UPSTREAM_TIMEOUT seconds nginx waits for the app; keep it above
-#                    REQUEST_TIMEOUT                                   (330)
+#   REQUEST_TIMEOUT  the app's deadline per request (app/config.py); nginx
+#                    waits for the app this long plus UPSTREAM_MARGIN, so
+#                    that the app always answers first                 (300)
+#   UPSTREAM_MARGIN  seconds nginx waits beyond REQUEST_TIMEOUT        (30)
 #   NGINX_USER       user of nginx's workers when started as root      (owner of the checkout)
 #   RATE_LIMIT       requests a second each client address may send to
 #                    the app (the page's files are not counted)        (10)
@@ -31,7 +33,8 @@ export PORT="${PORT:-5000}"
 export BIND_ADDRESS="${BIND_ADDRESS:-0.0.0.0}"
 export POKEGEN_SOCKET="${POKEGEN_SOCKET:-$root/run/uwsgi.sock}"
 export STATIC_DIR="${STATIC_DIR:-$root/app/static}"
-export UPSTREAM_TIMEOUT="${UPSTREAM_TIMEOUT:-330}"
+REQUEST_TIMEOUT="${REQUEST_TIMEOUT:-300}"
+UPSTREAM_MARGIN="${UPSTREAM_MARGIN:-30}"
 # Workers must read the page and reach the socket, both inside the checkout.
 export NGINX_USER="${NGINX_USER:-$(stat -c %U "$root")}"
 export RATE_LIMIT="${RATE_LIMIT:-10}"
@@ -45,6 +48,22 @@ for name in RATE_LIMIT RATE_BURST CONNECTION_LIMIT; do
     exit 1
   fi
 done
+# The one place where nginx's wait for the app is derived from the app's deadline (whole
+# seconds, rounded up): make serve, the nginx image and the Kubernetes pod all render here.
+request_seconds=-1
+if [[ "$REQUEST_TIMEOUT" =~ ^([0-9]{1,5})(\.[0-9]+)?$ ]]; then
+  request_seconds=$(( 10#${BASH_REMATCH[1]} ))
+  [[ "${BASH_REMATCH[2]}" =~ [1-9] ]] && request_seconds=$(( request_seconds + 1 ))
+fi
+if (( request_seconds < 1 || request_seconds > 86400 )); then
+  echo "error: REQUEST_TIMEOUT must be a number of seconds from 1 to 86400, like 300 or 12.5, got '$REQUEST_TIMEOUT'" >&2
+  exit 1
+fi
+if ! [[ "$UPSTREAM_MARGIN" =~ ^[1-9][0-9]{0,3}$ ]]; then
+  echo "error: UPSTREAM_MARGIN must be a whole number of seconds from 1 to 9999, got '$UPSTREAM_MARGIN'" >&2
+  exit 1
+fi
+export UPSTREAM_TIMEOUT="$(( request_seconds + UPSTREAM_MARGIN ))"
 # nginx refuses delay=0: a burst of 1 is taken at once.
 export RATE_DELAY="$(( RATE_BURST > 1 ? RATE_BURST / 2 : 1 ))"
 
@@ -70,7 +89,7 @@ mkdir -p "$RUN_DIR/temp"
 "$root/scripts/render-nginx-upstreams.sh" >/dev/null
 names='${RUN_DIR} ${PORT} ${BIND_ADDRESS} ${POKEGEN_SOCKET} ${STATIC_DIR} ${UPSTREAM_TIMEOUT} ${NGINX_USER}
   ${RATE_LIMIT} ${RATE_BURST} ${RATE_DELAY} ${CONNECTION_LIMIT} ${REAL_IP_FROM} ${INTERNAL_ALLOW}'
-for name in nginx.conf pokegen.conf; do
+for name in nginx.conf pokegen.conf uwsgi-params.conf; do
   envsubst "$names" < "$root/nginx/$name.template" > "$RUN_DIR/$name.tmp"
   mv "$RUN_DIR/$name.tmp" "$RUN_DIR/$name"
 done

@@ -8,7 +8,8 @@
 # QUEUE_TIMEOUT, REQUEST_TIMEOUT, CLIENT_GENERATION_LIMIT, STALL_TIMEOUT,
 # STALL_RESTART_AFTER (see app/config.py), RATE_LIMIT, RATE_BURST,
 # CONNECTION_LIMIT, TRUSTED_PROXIES, INTERNAL_ADDRESSES (see
-# scripts/render-nginx-config.sh), RUN_DIR (run: socket, rendered nginx
+# scripts/render-nginx-config.sh, which also derives nginx's wait for the app
+# from REQUEST_TIMEOUT), RUN_DIR (run: socket, rendered nginx
 # configuration, pid and temp files).
 #
 # A checkpoint that fails to load is reported once ("error: ..."); the service
@@ -28,9 +29,6 @@ export VIRTUAL_ENV="${VIRTUAL_ENV:-$root/.venv}"
 # UTF-8 whatever the host's locale: gpt-2-simple opens its tokenizer files
 # without an encoding, and uWSGI's embedded Python keeps a C locale's ASCII.
 export PYTHONUTF8=1
-# The app answers before nginx gives up on it.
-export REQUEST_TIMEOUT="${REQUEST_TIMEOUT:-300}"
-export UPSTREAM_TIMEOUT="${UPSTREAM_TIMEOUT:-$(( ${REQUEST_TIMEOUT%.*} + 30 ))}"
 
 # A bad setting stops here, with one line, before anything starts.
 "$VIRTUAL_ENV/bin/python" -m app.config >/dev/null
@@ -46,6 +44,12 @@ fi
 
 scripts/install-system-packages.sh nginx=nginx-light envsubst=gettext-base
 mkdir -p "$RUN_DIR"
+# The socket is for nginx alone (mode 660, uwsgi.ini): as root, uWSGI hands it
+# to the user nginx's workers run as.
+if [ "$(id -u)" = 0 ]; then
+  export NGINX_USER="${NGINX_USER:-$(stat -c %U "$root")}"
+  export POKEGEN_SOCKET_OWNER="$NGINX_USER"
+fi
 nginx_conf="$(RUN_DIR="$RUN_DIR/nginx" scripts/render-nginx-config.sh)"
 nginx -t -q -p "$RUN_DIR/nginx" -c "$nginx_conf" -e stderr
 

@@ -178,6 +178,20 @@ def nginx_alone(socket_path: str, **settings):
         nginx.wait(timeout=10)
 
 
+def rendered_upstream_timeouts(**settings) -> set:
+    """The uwsgi_read_timeout values of the app's locations in the nginx
+    configuration that scripts/render-nginx-config.sh renders for `settings`
+    (and nothing else from the environment)."""
+    env = {"PATH": os.environ["PATH"], "RUN_DIR": short_temp_dir("pokegen-render-"),
+           **{k: str(v) for k, v in settings.items()}}
+    subprocess.run([os.path.join(ROOT, "scripts", "render-nginx-config.sh")], env=env,
+                   check=True, capture_output=True, text=True)
+    with open(os.path.join(env["RUN_DIR"], "pokegen.conf"), encoding="utf-8") as f:
+        timeouts = re.findall(r"uwsgi_read_timeout (\d+)s;", f.read())
+    # The probes and /metrics keep their own short 30 s; the rest wait for generations.
+    return {int(t) for t in timeouts if t != "30"}
+
+
 def wait_for(condition, timeout: float = 30.0, interval: float = 0.05) -> bool:
     """True as soon as condition() is; False after `timeout` seconds."""
     deadline = time.monotonic() + timeout

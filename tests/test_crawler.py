@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -209,6 +210,39 @@ def test_bad_bodies_fail_without_writing_a_file(tmp_path, episodes, fault):
     assert elapsed < 10, "the size cap did not stop the download"
 
 
+def test_a_body_trickled_under_the_read_timeout_stops_at_the_page_deadline(tmp_path, episodes):
+    # One byte every 0.05 s: no read ever waits the 1 s timeout, and the page
+    # would take minutes. The 2 s deadline for the whole page ends it.
+    with LocalWiki(episodes, faults={"EP001": "trickle"}, slow_seconds=0.5) as wiki:
+        outcome = {}
+        crawling = threading.Thread(target=lambda: outcome.update(summary=crawl(
+            wiki, ["EP001", "EP002"], tmp_path, settings={"page_seconds": 2.0})), daemon=True)
+        started = time.monotonic()
+        crawling.start()
+        crawling.join(timeout=30)
+        elapsed = time.monotonic() - started
+    assert not crawling.is_alive(), "the page deadline did not stop the trickle"
+    assert (outcome["summary"].failed, outcome["summary"].saved) == (1, 1)
+    record = manifest(tmp_path)["EP001"]
+    assert record["status"] == "failed" and "longer than 2 s" in record["reason"], record
+    assert not (tmp_path / "EP001.txt").exists() and leftovers(tmp_path) == []
+    assert elapsed < 15
+
+
+def test_redirects_are_followed_on_the_wiki_only(tmp_path, episodes):
+    faults = {"EP001": "redirect-once", "EP002": "offsite-redirect-always"}
+    with LocalWiki(episodes, faults=faults) as wiki:
+        summary = crawl(wiki, ["EP001", "EP002"], tmp_path)
+        requested = [path for path, _ in wiki.log]
+    assert (summary.saved, summary.failed) == (1, 1)
+    assert (tmp_path / "EP001.txt").exists() and not (tmp_path / "EP002.txt").exists()
+    record = manifest(tmp_path)["EP002"]
+    assert record["status"] == "failed"
+    assert record["reason"] == f"redirect to another site refused: localhost:{wiki.port}"
+    # Nothing was asked of the other host (the same server, under another name).
+    assert not any(path.startswith("/offsite/") for path in requested), requested
+
+
 def test_non_utf8_bytes_are_read_as_windows_1252(tmp_path, episodes):
     code = next(c for c, e in episodes.items() if "é" in expected_plot_text(e))
     with LocalWiki(episodes, faults={code: "non-utf8"}) as wiki:
@@ -304,6 +338,9 @@ def test_unreachable_base_url_is_one_clear_line(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--series", "EP"], "bad series"),
     (["--episodes", "EP1X"], "bad episode code"),
+    (["--series", "EP:\u00b2"], "bad series"),
+    (["--series", "EP:\u0663"], "bad series"),
+    (["--episodes", "EP\u0661\u0662"], "bad episode code"),
     (["--base-url", "ftp://example.org/wiki/"], "--base-url must be an http(s) URL"),
 ])
 def test_bad_arguments_are_one_line_errors(args, message):

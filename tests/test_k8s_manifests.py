@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import yaml
 
-from service_stack import ROOT
+from service_stack import ROOT, rendered_upstream_timeouts
 
 K8S = os.path.join(ROOT, "k8s")
 TOOLS = os.path.join(ROOT, "build", "k8s-venv", "bin")
@@ -125,10 +125,17 @@ def test_the_pod_is_hardened_and_probed_like_the_compose_stack():
 def test_a_stopping_pod_finishes_its_longest_request():
     deployment = resources()["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
-    app_env = {e["name"]: e["value"] for e in containers(deployment)["app"]["env"]}
-    nginx_env = {e["name"]: e["value"] for e in containers(deployment)["nginx"]["env"]}
-    assert float(nginx_env["UPSTREAM_TIMEOUT"]) > float(app_env["REQUEST_TIMEOUT"])
-    assert pod["terminationGracePeriodSeconds"] > float(nginx_env["UPSTREAM_TIMEOUT"])
+    settings = resources()["ConfigMap"]
+    # Both containers read REQUEST_TIMEOUT from the one ConfigMap; nginx derives its own
+    # wait from it (scripts/render-nginx-config.sh), as make serve and compose do.
+    assert containers(deployment)["app"]["envFrom"] == [
+        {"configMapRef": {"name": settings["metadata"]["name"]}}]
+    nginx_env = {e["name"]: e for e in containers(deployment)["nginx"]["env"]}
+    assert nginx_env["REQUEST_TIMEOUT"]["valueFrom"]["configMapKeyRef"] == {
+        "name": settings["metadata"]["name"], "key": "REQUEST_TIMEOUT"}
+    [upstream_timeout] = rendered_upstream_timeouts(REQUEST_TIMEOUT=settings["data"]["REQUEST_TIMEOUT"])
+    assert upstream_timeout > float(settings["data"]["REQUEST_TIMEOUT"])
+    assert pod["terminationGracePeriodSeconds"] > upstream_timeout
     nginx_stop = " ".join(containers(deployment)["nginx"]["lifecycle"]["preStop"]["exec"]["command"])
     assert "sleep" in nginx_stop and "kill -QUIT 1" in nginx_stop
     app_stop = containers(deployment)["app"]["lifecycle"]["preStop"]["exec"]["command"]

@@ -5,8 +5,11 @@ import subprocess
 
 import pytest
 import requests
+import yaml
 
-from service_stack import ROOT, free_port, short_temp_dir, wait_until_listening
+from app.config import Config
+from service_stack import (ROOT, free_port, rendered_upstream_timeouts, short_temp_dir,
+                           wait_until_listening)
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
@@ -57,3 +60,36 @@ def test_nginx_errors_are_json(nginx_url):
     assert too_long.status_code == 414 and "1000 characters" in too_long.json()["error"]
     posted = requests.post(nginx_url + "/static/app.js", timeout=10)
     assert posted.status_code == 405 and posted.json()["status"] == 405
+
+
+@pytest.mark.parametrize("request_timeout, upstream", [(None, 330), ("300", 330), ("60", 90),
+                                                       ("12.5", 43), ("1", 31)])
+def test_nginx_waits_for_the_app_longer_than_its_request_timeout(request_timeout, upstream):
+    settings = {} if request_timeout is None else {"REQUEST_TIMEOUT": request_timeout}
+    assert rendered_upstream_timeouts(**settings) == {upstream}
+    # The app's own deadline, from the same setting, comes first.
+    assert Config.from_env(settings).request_timeout < upstream
+
+
+@pytest.mark.parametrize("value", ["1e3", "abc", "-5", "0", "86401", ""])
+def test_a_request_timeout_nginx_cannot_use_is_one_line(value):
+    env = {"PATH": os.environ["PATH"], "RUN_DIR": short_temp_dir("pokegen-render-"),
+           "REQUEST_TIMEOUT": value or " "}
+    result = subprocess.run([os.path.join(ROOT, "scripts", "render-nginx-config.sh")], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: REQUEST_TIMEOUT must be") and result.stderr.count("\n") == 1
+
+
+def test_the_nginx_image_derives_its_wait_from_the_apps_request_timeout():
+    # The image's own environment (its Dockerfile's ENV), plus what compose passes on.
+    with open(os.path.join(ROOT, "nginx", "Dockerfile"), encoding="utf-8") as f:
+        dockerfile = f.read().replace("\\\n", " ")
+    image_env = dict(pair.split("=", 1) for line in dockerfile.splitlines()
+                     if line.startswith("ENV ") for pair in line.split()[1:])
+    image_env.pop("RUN_DIR")  # a tmpfs in the container; a fresh folder here
+    assert rendered_upstream_timeouts(**image_env, REQUEST_TIMEOUT=60) == {90}
+    with open(os.path.join(ROOT, "docker-compose.yml"), encoding="utf-8") as f:
+        compose = yaml.safe_load(f)
+    assert "REQUEST_TIMEOUT" in compose["services"]["nginx"]["environment"]
+    assert "REQUEST_TIMEOUT" in compose["services"]["app"]["environment"]

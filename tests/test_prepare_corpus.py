@@ -118,3 +118,41 @@ def test_prepare_a_real_crawl(tmp_path):
 def test_bad_val_fraction_is_rejected(value, tmp_path):
     result = run_cli("--in", str(tmp_path), "--val-fraction", value)
     assert result.returncode == 2 and "--val-fraction" in result.stderr
+
+
+def write_plots(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(1, count + 1):
+        (folder / f"EP{n:03d}.txt").write_text(f"Episode {n}. {LONG}", encoding="utf-8")
+    return folder
+
+
+def test_a_corpus_is_not_replaced_by_one_under_half_its_size(tmp_path):
+    train, val = tmp_path / "train.txt", tmp_path / "val.txt"
+    assert run_cli("--in", str(write_plots(tmp_path / "full", 20)), "--out", str(train),
+                   "--val-fraction", "0.1").returncode == 0
+    before = (train.read_bytes(), val.read_bytes())
+    short = write_plots(tmp_path / "short", 9)  # 9 of 20: under half
+    result = run_cli("--in", str(short), "--out", str(train), "--val-fraction", "0.1")
+    assert result.returncode == 1
+    assert result.stderr == (f"error: {short} gives 9 episodes, under half of the 20 in {train} "
+                             "now; check the crawl, or pass --force to replace it\n")
+    assert (train.read_bytes(), val.read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "short", "train.txt", "val.txt"]
+    # Half is enough, and --force takes any size.
+    assert run_cli("--in", str(write_plots(tmp_path / "half", 10)), "--out", str(train),
+                   "--val-fraction", "0.1").returncode == 0
+    assert run_cli("--in", str(write_plots(tmp_path / "one", 1)), "--out", str(train),
+                   "--val-fraction", "0", "--force").returncode == 0
+    assert prep.episodes_in(train) == 1
+
+
+def test_no_validation_share_removes_an_earlier_validation_file(tmp_path):
+    train, val = tmp_path / "train.txt", tmp_path / "val.txt"
+    plots = write_plots(tmp_path / "in", 20)
+    assert run_cli("--in", str(plots), "--out", str(train)).returncode == 0
+    assert val.exists()
+    result = run_cli("--in", str(plots), "--out", str(train), "--val-fraction", "0")
+    assert result.returncode == 0, result.stderr
+    # train.py reads data/val.txt whenever it exists: a stale one must not stay.
+    assert not val.exists() and prep.episodes_in(train) == 20

@@ -130,3 +130,20 @@ def test_unknown_preset_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="tiny"):
         scratch_model.create_model_dir(str(tmp_path / "x"), "huge")
     assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("mark, content", [("counter", "5"), ("pokegen.json", "{}"),
+                                           ("model-5.index", "")])
+def test_refuses_to_replace_a_trained_run(tmp_path, mark, content):
+    # What finetuning adds to a folder made here: gpt-2-simple's step counter and
+    # step-numbered checkpoint, train.py's model card.
+    run = tmp_path / "run1"
+    scratch_model.create_model_dir(str(run), "tiny", seed=1)
+    (run / mark).write_text(content)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(FileExistsError) as refused:
+        scratch_model.create_model_dir(str(run), "tiny", seed=2)
+    assert str(refused.value) == (f"{run} holds a trained run ({mark}); "
+                                  "not replacing it with new random weights")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert sorted(os.listdir(tmp_path)) == ["run1"]

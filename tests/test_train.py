@@ -4,6 +4,8 @@ import json
 import os
 import random
 import re
+import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -174,6 +176,93 @@ def test_ctrl_c_saves_and_resume_continues_the_step_count(corpus, tmp_path):
     assert [(h["from_step"], h["to_step"]) for h in card["history"]] == [
         (0, stopped_at), (stopped_at, stopped_at + 2)]
     assert card["base"] == {"kind": "scratch", "preset": "tiny"}
+
+
+def run_until_step(command, cwd, step, **popen):
+    """Starts a training and returns it with its stderr so far once it is past `step`."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, errors="replace", **popen)
+    progress = []
+    reader = threading.Thread(target=lambda: progress.extend(iter(lambda: process.stderr.read(64), "")))
+    reader.start()
+    deadline = time.monotonic() + 180
+    while not re.search(rf" ([{step}-9]|\d\d+)/1000", "".join(progress)) and time.monotonic() < deadline:
+        assert process.poll() is None, "".join(progress)
+        time.sleep(0.2)
+    return process, reader, progress
+
+
+def test_sigterm_saves_and_exits_like_ctrl_c(corpus, tmp_path):
+    # What `docker stop` and systemd send; save_every is far away, so only the
+    # signal's own save can keep the steps done.
+    command = [sys.executable, os.path.join(REPO, "train.py"),
+               *tiny_args(corpus, tmp_path, "--steps", "1000")]
+    process, reader, progress = run_until_step(command, tmp_path, 3)
+    try:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 130, "".join(progress)
+    finally:
+        process.kill()
+        reader.join()
+    run_dir = tmp_path / "checkpoint" / "run1"
+    stopped_at = int((run_dir / "counter").read_text())
+    assert 3 <= stopped_at < 1000
+    assert tf.train.latest_checkpoint(str(run_dir)).endswith(f"model-{stopped_at}")
+    assert model_card.read_model_card(str(run_dir))["interrupted"] is True
+    assert "Traceback" not in "".join(progress)
+
+
+@pytest.mark.parametrize("counter", ["", "1", "garbage\n"])
+def test_resume_recovers_the_step_from_the_checkpoint_when_the_counter_is_broken(
+        trained_run, corpus, tmp_path, counter):
+    # gpt-2-simple truncates `counter`, then writes it: a crash between leaves it
+    # empty (or, cut in the write, holding part of the number).
+    shutil.copytree(trained_run / "checkpoint", tmp_path / "checkpoint")
+    run_dir = tmp_path / "checkpoint" / "run1"
+    (run_dir / "counter").write_text(counter)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert train.main(tiny_args(corpus, tmp_path, "--resume", "--steps", "6")) == 0
+    finally:
+        os.chdir(cwd)
+    assert (run_dir / "counter").read_text() == "6\n"
+    assert tf.train.latest_checkpoint(str(run_dir)).endswith("model-6")
+    history = model_card.read_model_card(str(run_dir))["history"]
+    assert [(h["from_step"], h["to_step"]) for h in history] == [(0, 4), (4, 6)]
+
+
+def limit_file_size(limit_bytes):
+    def apply():
+        # A full disk as the kernel reports it to one process: writes past the
+        # limit fail with EFBIG (Python ignores the SIGXFSZ that comes with it).
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+    return apply
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(
+        trained_run, corpus, tmp_path):
+    shutil.copytree(trained_run / "checkpoint", tmp_path / "checkpoint")
+    run_dir = tmp_path / "checkpoint" / "run1"
+    weights = (run_dir / "model-4.data-00000-of-00001").stat().st_size
+    command = [sys.executable, os.path.join(REPO, "train.py"),
+               *tiny_args(corpus, tmp_path, "--resume", "--steps", "6")]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, errors="replace",
+                            timeout=600, preexec_fn=limit_file_size(weights // 4))
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"train.py: error: training stopped at step 6: .*File too large.*; the "
+                        r"checkpoints saved before in .* are kept \(continue with --resume\)", last), last
+    # The step-4 checkpoint is whole and still the latest, so the run goes on.
+    assert tf.train.latest_checkpoint(str(run_dir)).endswith("model-4")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert train.main(tiny_args(corpus, tmp_path, "--resume", "--steps", "6")) == 0
+    finally:
+        os.chdir(cwd)
+    assert tf.train.latest_checkpoint(str(run_dir)).endswith("model-6")
 
 
 def test_two_trainings_never_write_the_same_run(corpus, tmp_path, capsys):

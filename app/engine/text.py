@@ -123,8 +123,10 @@ class PieceDecoder:
 
 # A sentence ends with . ! or ? (possibly several, as in "?!" or "..."),
 # optionally followed by closing quotes or brackets, then a space or the end
-# (so "3.5" or "Pok.mon" do not count).
-_SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s|$)")
+# (so "3.5" or "Pok.mon" do not count). A match starts only at the first mark
+# of a run and never gives back what it took, so a long run of marks is read
+# once, not once per mark (the text comes from the model: it can be anything).
+_SENTENCE_END = re.compile(r"(?<![.!?])[.!?]++[\"'\u201d\u2019)\]]*+(?=\s|$)")
 
 
 def cut_to_last_sentence(text: str) -> str:
