@@ -168,7 +168,7 @@ class Scheduler:
             generation.fail(Busy(f"waited {waited:.0f} s for a generation slot",
                                  retry_after=self.retry_after()))
         for generation in cancelled:
-            generation.complete("", 0, "cancelled", self.model_name)
+            generation.end_unstarted("cancelled", self.model_name)
 
     # ------------------------------------------------------------ admission
     def _start_what_fits(self) -> None:
@@ -177,7 +177,7 @@ class Scheduler:
             generation = self.starting[0]
             if generation.cancelled:
                 self.starting.popleft()
-                generation.complete("", 0, "cancelled", self.model_name)
+                generation.end_unstarted("cancelled", self.model_name)
                 self.queue.release()
                 continue
             # The engine took it only if prompt and length fit the context.

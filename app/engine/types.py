@@ -57,16 +57,34 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """One episode of a request: what a request of n=1 answers, once per choice."""
+
+    text: str
+    tokens: int  # tokens generated (before truncation)
+    # "length" (all tokens written), "stop" (a stop string, the episode
+    # delimiter included), "end_of_text" (the end-of-text token), "cancelled"
+    # (the caller went away), "shutdown" (cut short by close)
+    finish_reason: str
+
+
+@dataclass(frozen=True)
 class GenerationResult:
+    """The answer; text, tokens and finish_reason are those of choice 0."""
+
     text: str
     prefix: str
     tokens: int  # tokens generated (before truncation)
     seconds: float
     model: str
-    # "length" (all tokens written), "stop" (a stop string, the episode
-    # delimiter included), "end_of_text" (the end-of-text token), "cancelled"
-    # (the caller went away), "shutdown" (cut short by close)
-    finish_reason: str = "length"
+    finish_reason: str = "length"  # as Choice.finish_reason
+    choices: tuple[Choice, ...] = ()  # every episode, in order; left empty: this one alone
+    prompt_tokens: int = 0  # context positions the prefix took
+
+    def __post_init__(self):
+        if not self.choices:
+            object.__setattr__(self, "choices",
+                               (Choice(self.text, self.tokens, self.finish_reason),))
 
 
 @dataclass
