@@ -10,13 +10,12 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from app.engine.types import DEFAULT_PREFIX, GenerationRequest
+from app.engine.types import DEFAULT_PREFIX, MAX_SEED, GenerationRequest
 
 MAX_PREFIX_CHARS = 1000
 MAX_LENGTH = 1023
 MAX_TEMPERATURE = 5.0
 MAX_TOP_K = 1000
-MAX_SEED = 2**31 - 1
 MAX_STOPS = 4
 MAX_STOP_CHARS = 64
 REPETITION_PENALTY_RANGE = (0.5, 2.0)  # 1.0 is off; below 1 favours repeating

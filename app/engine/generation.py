@@ -84,6 +84,11 @@ class Generation:
         self._cancelled.set()
 
     @property
+    def slots(self) -> int:
+        """Sequences it decodes at once: one per episode."""
+        return self.request.n
+
+    @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
