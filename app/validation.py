@@ -22,6 +22,10 @@ REPETITION_PENALTY_RANGE = (0.5, 2.0)  # 1.0 is off; below 1 favours repeating
 PENALTY_RANGE = (-2.0, 2.0)  # frequency_penalty and presence_penalty, as OpenAI
 MAX_NO_REPEAT_NGRAM = 10
 MAX_N = 8
+# Repetition control when the query leaves it out, for `/`, `/stream` and so the
+# page: chosen on the demo model with benchmarks/repetition.py (docs/benchmarks.md).
+# GenerationRequest's own defaults stay neutral.
+REPETITION_DEFAULTS = {"repetition_penalty": 1.2, "no_repeat_ngram_size": 4}
 CALLBACK_PATTERN = re.compile(r"[A-Za-z_$][0-9A-Za-z_$.]{0,63}")
 
 GENERATION_PARAMETERS = ("prefix", "sample", "length", "temperature", "top_k", "top_p",
@@ -64,7 +68,7 @@ def parse_generation_query(args, *, allow_callback: bool = True) -> GenerationQu
         if len(args.getlist(name)) > 1 and name not in REPEATABLE:
             raise ValidationError(f"{name} is given more than once", name)
     values: Mapping[str, str] = {name: args.get(name) for name in args.keys()}
-    defaults = GenerationRequest()
+    defaults = GenerationRequest(**REPETITION_DEFAULTS)
     request = GenerationRequest(
         prefix=_prefix(values),
         length=_integer(values, "length", defaults.length, 1, MAX_LENGTH),

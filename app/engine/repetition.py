@@ -35,11 +35,16 @@ class RepetitionControl:
         for token in prompt:
             self._see(token)
 
-    @staticmethod
-    def wanted(repetition_penalty: float, frequency_penalty: float, presence_penalty: float,
-               no_repeat_ngram_size: int) -> bool:
-        return (repetition_penalty != 1.0 or frequency_penalty != 0.0
-                or presence_penalty != 0.0 or no_repeat_ngram_size > 0)
+    @classmethod
+    def for_request(cls, request, prompt: list[int]) -> RepetitionControl | None:
+        """The control a GenerationRequest asks for, None when it asks for none."""
+        if (request.repetition_penalty == 1.0 and request.frequency_penalty == 0.0
+                and request.presence_penalty == 0.0 and request.no_repeat_ngram_size == 0):
+            return None
+        return cls(prompt, repetition_penalty=request.repetition_penalty,
+                   frequency_penalty=request.frequency_penalty,
+                   presence_penalty=request.presence_penalty,
+                   no_repeat_ngram_size=request.no_repeat_ngram_size)
 
     def apply(self, logits: np.ndarray) -> None:
         """Reshapes one row of float64 logits in place."""
@@ -59,7 +64,8 @@ class RepetitionControl:
 
     def append(self, token: int) -> None:
         """Counts a generated token."""
-        self._written[self._see(token)] += 1
+        slot = self._see(token)  # first: it may grow the arrays
+        self._written[slot] += 1
 
     def _see(self, token: int) -> int:
         if self.ngram and len(self.tokens) >= self.ngram - 1:

@@ -36,8 +36,8 @@ from .cache_pool import CachePool, pages_for
 from .checkpoint import END_OF_TEXT
 from .drafts import PromptLookup
 from .generation import Generation
-from .runner import Segment, StepRunner
 from .repetition import RepetitionControl
+from .runner import Segment, StepRunner
 from .sampling import TokenSampler
 from .stops import StopStrings
 from .text import PieceDecoder, Tokenizer
@@ -224,16 +224,9 @@ class Scheduler:
         stops = request.stop + ((END_OF_TEXT,) if request.stop_at_end else ())
         reader = None
         for index, (pages, places) in enumerate(reserved):
-            repetition = None
-            if RepetitionControl.wanted(request.repetition_penalty, request.frequency_penalty,
-                                        request.presence_penalty, request.no_repeat_ngram_size):
-                repetition = RepetitionControl(
-                    prompt, repetition_penalty=request.repetition_penalty,
-                    frequency_penalty=request.frequency_penalty,
-                    presence_penalty=request.presence_penalty,
-                    no_repeat_ngram_size=request.no_repeat_ngram_size)
             sampler = TokenSampler(request.temperature, request.top_k, request.top_p,
-                                   choice_seed(seed, index), self.tokenizer.vocab_size, repetition)
+                                   choice_seed(seed, index), self.tokenizer.vocab_size,
+                                   RepetitionControl.for_request(request, prompt))
             drafts = PromptLookup(prompt) if self.settings.speculative_tokens else None
             seq = Sequence(
                 generation=generation, prompt=prompt, pages=pages, places=places,
