@@ -25,7 +25,7 @@ MAX_N = 8
 # Repetition control when the query leaves it out, for `/`, `/stream` and so the
 # page: chosen on the demo model with benchmarks/repetition.py (docs/benchmarks.md).
 # GenerationRequest's own defaults stay neutral.
-REPETITION_DEFAULTS = {"repetition_penalty": 1.2, "no_repeat_ngram_size": 4}
+REPETITION_DEFAULTS = {"no_repeat_ngram_size": 4}
 CALLBACK_PATTERN = re.compile(r"[A-Za-z_$][0-9A-Za-z_$.]{0,63}")
 
 GENERATION_PARAMETERS = ("prefix", "sample", "length", "temperature", "top_k", "top_p",

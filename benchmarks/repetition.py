@@ -19,7 +19,6 @@ import os
 import re
 import shlex
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -75,7 +74,6 @@ def parse_setting(text: str) -> dict:
 def measure(engine: Engine, setting: dict, episodes: int, length: int, known: set[str]) -> dict:
     requests = [GenerationRequest(length=length, seed=seed, truncate=False, **setting)
                 for seed in range(episodes)]
-    started = time.perf_counter()
     generations = [engine.submit(request) for request in requests]
     texts = [g.result(timeout=3600).text for g in generations]
     repeated = [repeated_ngram_share(text) for text in texts]
@@ -83,8 +81,7 @@ def measure(engine: Engine, setting: dict, episodes: int, length: int, known: se
     return {"ngram": sum(r for r, _ in repeated) / max(1, sum(t for _, t in repeated)),
             "sentence": sum(map(repeats_a_sentence, texts)) / len(texts),
             "unknown": sum(u for u, _ in unknown) / max(1, sum(t for _, t in unknown)),
-            "words": sum(len(text.split()) for text in texts) / len(texts),
-            "seconds": time.perf_counter() - started}
+            "words": sum(len(text.split()) for text in texts) / len(texts)}
 
 
 def main() -> int:
@@ -116,15 +113,14 @@ def main() -> int:
     print(f"{args.episodes} episodes of {args.length} tokens from the default prefix, "
           f"model {engine.model_name}, seeds 0..{args.episodes - 1}, temperature 0.7, top_k 40")
     print(f"{'setting':<56} {'repeated 4-grams':>16} {'repeat a sentence':>18} "
-          f"{'unknown words':>14} {'words':>6} {'seconds':>8}")
+          f"{'unknown words':>14} {'words':>6}")
     try:
         for name, setting in settings:
             figures = measure(engine, {**OFF, **setting}, args.episodes, args.length, known)
             label = name if name != "service" else "service: " + ",".join(
                 f"{k}={v}" for k, v in setting.items())
             print(f"{label:<56} {figures['ngram']:>16.1%} {figures['sentence']:>18.0%} "
-                  f"{figures['unknown']:>14.1%} {figures['words']:>6.0f} "
-                  f"{figures['seconds']:>8.1f}")
+                  f"{figures['unknown']:>14.1%} {figures['words']:>6.0f}")
     finally:
         engine.close()
     print("rerun: " + shlex.join([os.path.relpath(sys.executable, ROOT),

@@ -65,14 +65,18 @@ class TokenSampler:
             if head * 4 >= logits.size:
                 ids = np.arange(logits.size)
             else:
-                # Every token at least as likely as the head's last, ties included.
+                # Every token at least as likely as the head's last, ties included;
+                # sorted only once their mass (summed unsorted, cheaply) is enough.
                 threshold = np.partition(logits, logits.size - head)[logits.size - head]
                 ids = np.flatnonzero(logits >= threshold)
+                if probs[ids].sum() < self.top_p:
+                    head *= 4
+                    continue
             ids = ids[np.lexsort((ids, -logits[ids]))]
             cumulative = np.cumsum(probs[ids])
             if cumulative[-1] >= self.top_p or ids.size == logits.size:
                 break
-            head *= 4
+            head *= 4  # short by rounding only
         keep = int(np.count_nonzero(cumulative - probs[ids] < self.top_p))
         return _pick(ids[:keep], probs[ids[:keep]], draw)
 
