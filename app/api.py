@@ -51,7 +51,7 @@ def generate():
         return error_response(504, "the generation took longer than the request timeout")
     except ClientGone:
         return error_response(499, "the client closed the connection")
-    service().metrics.tokens.inc(result.tokens)
+    service().metrics.tokens.inc(generated_tokens(result))
     payload = result_payload(result)
     if query.callback:
         return jsonp_response(query.callback, payload)
@@ -88,7 +88,7 @@ def stream():
     # Wait for the first piece before answering, so that a queue wait that runs
     # out is still a plain 503 with Retry-After rather than an event.
     remaining = g.started + service().config.request_timeout - time.monotonic()
-    pieces = generation.pieces(timeout=max(0.0, remaining))
+    pieces = generation.indexed_pieces(timeout=max(0.0, remaining))
     try:
         first = next(pieces, None)
     except TimeoutError:
@@ -109,15 +109,20 @@ def stream():
 
 
 def _events(svc, generation, first, pieces, outcome):
-    """Pieces as they are sampled, then the JSON of `/`."""
+    """Pieces as they are sampled (with their episode's index when there are
+    several), then the JSON of `/`."""
+    several = generation.request.n > 1
+
+    def piece_event(index, text):
+        return sse_event("piece", {"index": index, "text": text} if several else {"text": text})
     try:
         if first is not None:
-            yield sse_event("piece", {"text": first})
-        for piece in pieces:
-            yield sse_event("piece", {"text": piece})
+            yield piece_event(*first)
+        for index, text in pieces:
+            yield piece_event(index, text)
         result = generation.result(timeout=svc.config.request_timeout)
         outcome["finished"] = True
-        svc.metrics.tokens.inc(result.tokens)
+        svc.metrics.tokens.inc(generated_tokens(result))
         yield sse_event("done", result_payload(result))
     except Busy as busy:
         yield sse_event("error", {"error": busy.reason, "status": 503,
@@ -128,6 +133,10 @@ def _events(svc, generation, first, pieces, outcome):
     except Exception:
         log.exception("generation failed while streaming")
         yield sse_event("error", {"error": "the generation failed", "status": 500})
+
+
+def generated_tokens(result) -> int:
+    return sum(choice.tokens for choice in result.choices)
 
 
 @api.get("/healthz")

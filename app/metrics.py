@@ -43,6 +43,9 @@ class ServiceMetrics:
         self._engine_gauge("pokegen_engine_tokens_generated", "Tokens the engine has generated, "
                            "for every request (cancelled ones too).",
                            lambda: _stat(engine, "tokens_generated"))
+        self._engine_gauge("pokegen_engine_prompt_tokens_read", "Prompt tokens the engine has run "
+                           "through the model (once per request, however many episodes).",
+                           lambda: _stat(engine, "prompt_tokens_read"))
         self._engine_gauge("pokegen_engine_stalled_seconds", "Seconds the decoding loop has held "
                            "work without a step (0 while it keeps up).",
                            lambda: _stat(engine, "stalled_seconds"))

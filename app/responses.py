@@ -10,7 +10,8 @@ from app.engine.types import GenerationResult
 
 
 def result_payload(result: GenerationResult) -> dict:
-    return {
+    """The answer of `/`; several episodes add `choices`, the first one's fields stay on top."""
+    payload = {
         "text": result.text,
         "prefix": result.prefix,
         "tokens": result.tokens,
@@ -18,6 +19,10 @@ def result_payload(result: GenerationResult) -> dict:
         "model": result.model,
         "finish_reason": result.finish_reason,
     }
+    if len(result.choices) > 1:
+        payload["choices"] = [{"text": c.text, "tokens": c.tokens,
+                               "finish_reason": c.finish_reason} for c in result.choices]
+    return payload
 
 
 def json_response(payload: dict, status: int = 200, headers: Optional[dict] = None) -> Response:

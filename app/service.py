@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass
 
 from app.config import Config
-from app.engine.types import Busy, ContextTooLong, GenerationRequest
+from app.engine.types import Busy, ContextTooLong, GenerationRequest, TooManyChoices
 from app.metrics import ServiceMetrics
-from app.validation import context_error
+from app.validation import ValidationError, context_error
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ class Service:
             return self.engine.submit(request, client=client)
         except ContextTooLong as e:
             raise context_error(e.prefix_tokens, e.length, e.n_ctx) from None
+        except TooManyChoices as e:
+            raise ValidationError(str(e), "n") from None
 
     def stalled(self) -> str | None:
         """Why the engine counts as wedged, or None while it keeps up."""

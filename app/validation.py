@@ -10,19 +10,22 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from app.engine.types import DEFAULT_PREFIX, GenerationRequest
+from app.engine.types import DEFAULT_PREFIX, MAX_SEED, GenerationRequest
 
 MAX_PREFIX_CHARS = 1000
 MAX_LENGTH = 1023
 MAX_TEMPERATURE = 5.0
 MAX_TOP_K = 1000
-MAX_SEED = 2**31 - 1
 MAX_STOPS = 4
 MAX_STOP_CHARS = 64
 REPETITION_PENALTY_RANGE = (0.5, 2.0)  # 1.0 is off; below 1 favours repeating
 PENALTY_RANGE = (-2.0, 2.0)  # frequency_penalty and presence_penalty, as OpenAI
 MAX_NO_REPEAT_NGRAM = 10
 MAX_N = 8
+# Repetition control when the query leaves it out, for `/`, `/stream` and so the
+# page: chosen on the demo model with benchmarks/repetition.py (docs/benchmarks.md).
+# GenerationRequest's own defaults stay neutral.
+REPETITION_DEFAULTS = {"no_repeat_ngram_size": 4}
 CALLBACK_PATTERN = re.compile(r"[A-Za-z_$][0-9A-Za-z_$.]{0,63}")
 
 GENERATION_PARAMETERS = ("prefix", "sample", "length", "temperature", "top_k", "top_p",
@@ -65,7 +68,7 @@ def parse_generation_query(args, *, allow_callback: bool = True) -> GenerationQu
         if len(args.getlist(name)) > 1 and name not in REPEATABLE:
             raise ValidationError(f"{name} is given more than once", name)
     values: Mapping[str, str] = {name: args.get(name) for name in args.keys()}
-    defaults = GenerationRequest()
+    defaults = GenerationRequest(**REPETITION_DEFAULTS)
     request = GenerationRequest(
         prefix=_prefix(values),
         length=_integer(values, "length", defaults.length, 1, MAX_LENGTH),

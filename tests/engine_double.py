@@ -71,6 +71,10 @@ class GenerationDouble:
         for piece in self.engine.pieces_per_generation:
             yield piece
 
+    def indexed_pieces(self, timeout=None):
+        for piece in self.pieces(timeout):
+            yield 0, piece
+
     def result(self, timeout=None):
         generated = "".join(self.engine.pieces_per_generation)
         text = (self.request.prefix if self.request.include_prefix else "") + " " + generated

@@ -60,6 +60,18 @@ def test_length_prefix_and_pieces(engine):
     assert result.prefix == "Ash and Pikachu"
     assert result.text == "Ash and Pikachu" + "".join(pieces)
     assert result.model == engine.model_name and result.seconds > 0
+    # One episode: its only choice is the result itself.
+    assert [(c.text, c.tokens, c.finish_reason) for c in result.choices] == [
+        (result.text, 25, "length")]
+    assert result.prompt_tokens == engine.count_tokens("Ash and Pikachu")
+
+
+def test_indexed_pieces_of_one_episode_carry_index_zero(engine):
+    generation = engine.submit(GenerationRequest(prefix="Misty", length=12, seed=5,
+                                                 truncate=False, stop_at_end=False))
+    indexed = list(generation.indexed_pieces(timeout=60))
+    assert indexed and {index for index, _ in indexed} == {0}
+    assert generation.result(timeout=60).text == "Misty" + "".join(t for _, t in indexed)
 
 
 def test_include_prefix_and_truncate(engine):

@@ -1,4 +1,4 @@
-"""The key/value pool: pages handed out and taken back, never shared."""
+"""The key/value pool: pages handed out and taken back, shared only when asked."""
 import numpy as np
 
 from app.engine.cache_pool import CachePool
@@ -26,3 +26,13 @@ def test_places_of_a_page_are_consecutive():
     pool = CachePool(16 * 4, page=16)
     _, places = pool.reserve(20)
     assert np.array_equal(np.diff(places[:16]), np.ones(15))
+
+
+def test_a_shared_page_returns_when_its_last_holder_gives_it_back():
+    pool = CachePool(16 * 4, page=16)  # 3 usable pages
+    prompt_pages, _ = pool.reserve(20)  # 2 pages
+    pool.share(prompt_pages[:1])        # a second episode reads the first
+    pool.release(prompt_pages)
+    assert pool.free_places == 32       # the shared page is still held
+    pool.release(prompt_pages[:1])
+    assert pool.free_places == 48

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 
+from app.engine.repetition import RepetitionControl
 from app.engine.sampling import TokenSampler
 from app.engine.text import PieceDecoder, cut_to_last_sentence
 
@@ -112,3 +113,78 @@ def test_piece_decoder_flushes_a_dangling_byte_as_a_replacement():
     decoder = PieceDecoder(FakeTokenizer())
     assert decoder.feed(0) == ""
     assert decoder.flush() == "\ufffd"
+
+
+# ------------------------------------------------------------ repetition control
+def greedy(prompt, **controls):
+    return TokenSampler(0.0, 0, 1.0, 0, vocab_size=6,
+                        repetition=RepetitionControl(prompt, **controls))
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_logits_of_seen_tokens():
+    row = np.array([2.0, -1.0, 0.5, 1.9, 0.0, -3.0])
+    control = RepetitionControl([0, 1, 0], repetition_penalty=2.0)
+    shaped = row.copy()
+    control.apply(shaped)
+    assert shaped.tolist() == [1.0, -2.0, 0.5, 1.9, 0.0, -3.0]  # tokens 0 and 1 were seen
+    # Generated tokens count as the prompt's do, once whatever their count: 3 is
+    # the best (1.9), then, penalised too (0.95), second to 0 (1.0) for good.
+    sampler = greedy([0, 1, 0], repetition_penalty=2.0)
+    assert [sampler(row) for _ in range(3)] == [3, 0, 0]
+    assert TokenSampler(0.0, 0, 1.0, 0, vocab_size=6)(row) == 0  # without it
+
+
+def test_frequency_and_presence_penalties_count_generated_tokens_only():
+    control = RepetitionControl([5, 5, 5], frequency_penalty=0.5, presence_penalty=0.25)
+    for token in (3, 3, 2):
+        control.append(token)
+    shaped = np.zeros(6)
+    control.apply(shaped)
+    # 3 written twice: 2 * 0.5 + 0.25; 2 once: 0.5 + 0.25; 5 only in the prompt: untouched.
+    assert shaped.tolist() == [0.0, 0.0, -0.75, -1.25, 0.0, 0.0]
+
+
+def test_no_repeat_ngram_size_forbids_completing_a_seen_ngram():
+    row = np.array([0.0, 0.0, 0.0, 5.0, 4.0, 0.0])
+    # "1 2 3" is in the prompt and it ends with "1 2": 3 would repeat it.
+    assert greedy([1, 2, 3, 0, 1, 2], no_repeat_ngram_size=3)(row) == 4
+    assert greedy([1, 2, 3, 0, 2, 1], no_repeat_ngram_size=3)(row) == 3
+    # Size 1: no token twice, the prompt included.
+    sampler = greedy([3], no_repeat_ngram_size=1)
+    assert [sampler(row) for _ in range(3)] == [4, 0, 1]
+
+
+def test_repetition_state_grows_past_its_first_arrays():
+    control = RepetitionControl(list(range(100)), presence_penalty=1.0)
+    for token in range(100, 300):
+        control.append(token)
+    shaped = np.zeros(400)
+    control.apply(shaped)
+    assert (shaped[:100] == 0).all() and (shaped[100:300] == -1).all() and (shaped[300:] == 0).all()
+
+
+# -------------------------------------------------------------- top_p, no top_k
+def nucleus_by_sorting_everything(logits, temperature, top_p, draw):
+    """top_p as the sampler did before: sort the whole row (highest first, ties by id)."""
+    logits = np.asarray(logits, np.float64)
+    ids = np.lexsort((np.arange(logits.size), -logits))
+    probs = np.exp((logits[ids] - logits.max()) / temperature)
+    probs /= probs.sum()
+    keep = int(np.count_nonzero(np.cumsum(probs) - probs < top_p))
+    ids, probs = ids[:keep], probs[:keep]
+    index = int(np.searchsorted(np.cumsum(probs), draw * probs.sum(), side="right"))
+    return int(ids[min(index, ids.size - 1)])
+
+
+@pytest.mark.parametrize("scale,temperature,top_p", [(3.0, 0.7, 0.9), (0.5, 1.0, 0.95),
+                                                     (8.0, 0.3, 0.5), (1.0, 5.0, 0.99)])
+def test_top_p_alone_chooses_as_sorting_the_whole_vocabulary_would(scale, temperature, top_p):
+    rng = np.random.default_rng(int(scale * 10))
+    rows = rng.standard_normal((60, 50257)) * scale
+    rows[::3, :500] = np.round(rows[::3, :500])  # rows with ties
+    sampler = TokenSampler(temperature, 0, top_p, seed=8, vocab_size=50257)
+    draws_of_the_same_seed = np.random.default_rng(8)
+    for row in rows:
+        expected = nucleus_by_sorting_everything(row, temperature, top_p,
+                                                 draws_of_the_same_seed.random())
+        assert sampler(row) == expected

@@ -8,6 +8,7 @@ import yaml
 
 from app import create_app, validation
 from app.config import Config
+from app.engine import GenerationRequest
 from engine_double import EngineDouble
 
 DESCRIPTION = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -64,6 +65,8 @@ def test_the_described_limits_are_the_validators(document):
                               "n": (1, validation.MAX_N)}.items():
         schema = parameters[name]["schema"]
         assert (schema["minimum"], schema["maximum"]) == (low, high), name
+        query_default = validation.REPETITION_DEFAULTS.get(name, getattr(GenerationRequest(), name))
+        assert schema["default"] == query_default, name
     generate = document["paths"]["/"]["get"]["parameters"]
     named = {p.get("name") or p["$ref"].rsplit("/", 1)[-1]: p for p in generate}
     assert set(named) == set(validation.GENERATION_PARAMETERS + validation.JSONP_PARAMETERS)

@@ -2,8 +2,9 @@
 import pytest
 from werkzeug.datastructures import MultiDict
 
-from app.engine.types import DEFAULT_PREFIX
-from app.validation import (ValidationError, context_error, parse_generation_query)
+from app.engine.types import DEFAULT_PREFIX, GenerationRequest
+from app.validation import (REPETITION_DEFAULTS, ValidationError, context_error,
+                            parse_generation_query)
 
 
 def parse(query, **kwargs):
@@ -15,6 +16,16 @@ def test_defaults_follow_the_original():
     assert request.prefix == DEFAULT_PREFIX
     assert (request.length, request.temperature, request.top_k, request.top_p) == (256, 0.7, 40, 1.0)
     assert request.seed is None and request.truncate and request.include_prefix
+
+
+def test_the_query_defaults_control_repetition_and_the_requests_own_are_neutral():
+    request = parse([]).request
+    assert {name: getattr(request, name) for name in REPETITION_DEFAULTS} == REPETITION_DEFAULTS
+    neutral = GenerationRequest()
+    assert (neutral.repetition_penalty, neutral.frequency_penalty, neutral.presence_penalty,
+            neutral.no_repeat_ngram_size) == (1.0, 0.0, 0.0, 0)
+    off = parse([(name, str(getattr(neutral, name))) for name in REPETITION_DEFAULTS]).request
+    assert all(getattr(off, name) == getattr(neutral, name) for name in REPETITION_DEFAULTS)
 
 
 def test_every_parameter_is_read():

@@ -2,8 +2,9 @@
 once, and continuous batching of concurrent requests."""
 from .engine import Engine
 from .generation import Generation
-from .types import (DEFAULT_PREFIX, Busy, ClientBusy, GenerationRequest, GenerationResult,
-                    ModelLoadError)
+from .types import (DEFAULT_PREFIX, Busy, Choice, ClientBusy, GenerationRequest,
+                    GenerationResult, ModelLoadError)
 
-__all__ = ["Engine", "Generation", "GenerationRequest", "GenerationResult", "Busy", "ClientBusy",
+__all__ = ["Engine", "Generation", "GenerationRequest", "GenerationResult", "Choice", "Busy",
+           "ClientBusy",
            "ModelLoadError", "DEFAULT_PREFIX"]

@@ -1,9 +1,10 @@
 """Who may generate now, who waits, and who is turned away at once.
 
-A request that finds a free slot takes it the moment it is submitted (it
+A slot is one sequence decoded in the batch: a request for n episodes holds n.
+A request that finds its slots free takes them the moment it is submitted (it
 does not wait for the scheduler to notice), so "in flight" and "queued" are
-exact at every instant. The slot passes straight to the oldest waiting
-request when a generation ends.
+exact at every instant. Slots that free up pass straight to the oldest waiting
+request, in order: a request for several episodes is never overtaken.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class GenerationQueue:
         self.max_active = max_active
         self.max_waiting = max_waiting
         self._lock = threading.Condition()
-        self._active = 0               # generations holding a slot
+        self._active = 0               # slots held by running or ready generations
         self._ready: deque[Generation] = deque()    # hold a slot, not started yet
         self._waiting: deque[Generation] = deque()  # no slot yet
         self._closed_reason: str | None = None
@@ -29,8 +30,8 @@ class GenerationQueue:
         with self._lock:
             if self._closed_reason is not None:
                 raise Busy(self._closed_reason, retry_after)
-            if self._active < self.max_active:
-                self._active += 1
+            if not self._waiting and self._active + generation.slots <= self.max_active:
+                self._active += generation.slots
                 self._ready.append(generation)
             elif len(self._waiting) < self.max_waiting:
                 self._waiting.append(generation)
@@ -54,14 +55,18 @@ class GenerationQueue:
             self._ready.clear()
             return taken
 
-    def release(self) -> None:
-        """A slot holder ended: hand its slot to the oldest waiting request."""
+    def release(self, slots: int = 1) -> None:
+        """Sequences ended: hand their slots on to the oldest waiting requests."""
         with self._lock:
-            if self._waiting:
-                self._ready.append(self._waiting.popleft())
-                self._lock.notify_all()
-            else:
-                self._active -= 1
+            self._active -= slots
+            self._admit_waiting()
+
+    def _admit_waiting(self) -> None:
+        while self._waiting and self._active + self._waiting[0].slots <= self.max_active:
+            generation = self._waiting.popleft()
+            self._active += generation.slots
+            self._ready.append(generation)
+            self._lock.notify_all()
 
     def remove_stale(self, now: float | None = None) -> tuple[list[Generation], list[Generation]]:
         """Takes out waiting requests whose wait ran out or that were cancelled."""
@@ -72,6 +77,7 @@ class GenerationQueue:
             if expired or cancelled:
                 gone = set(map(id, expired + cancelled))
                 self._waiting = deque(g for g in self._waiting if id(g) not in gone)
+                self._admit_waiting()  # the head that left may have held back smaller ones
             return expired, cancelled
 
     def next_deadline(self) -> float | None:

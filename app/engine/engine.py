@@ -15,7 +15,7 @@ import time
 
 from . import faults
 from .admission import GenerationQueue
-from .cache_pool import PAGE
+from .cache_pool import PAGE, pages_for
 from .checkpoint import Checkpoint, WeightReader, first_line, open_checkpoint
 from .generation import Generation
 from .graph import DecoderGraph
@@ -25,7 +25,7 @@ from .runner import StepRunner
 from .scheduler import Scheduler, SchedulerSettings
 from .text import Tokenizer
 from .types import (Busy, ClientBusy, ContextTooLong, GenerationRequest, ModelLoadError,
-                    ModelUnavailable)
+                    ModelUnavailable, TooManyChoices)
 
 log = logging.getLogger("pokegen.engine")
 
@@ -189,15 +189,24 @@ class Engine:
     # ------------------------------------------------------------- requests
     def submit(self, request: GenerationRequest, *, client: str | None = None) -> Generation:
         """Queues a request; raises Busy at once when it cannot be taken,
-        ContextTooLong when it does not fit the model.
+        ContextTooLong when it does not fit the model, TooManyChoices when its
+        episodes could never run at once.
 
         Every refusal that costs nothing comes before the prefix is tokenized,
-        which happens once, here. `client`: who asks, for the per-client cap."""
-        self.check_admission(client)
+        which happens once, here. `client`: who asks, for the per-client cap;
+        a request for n episodes counts n."""
+        self._check_choices(request.n)
+        self.check_admission(client, request.n)
         prompt = self.encode(request.prefix)
         n_ctx = self._checkpoint.hparams.n_ctx
         if len(prompt) + request.length > n_ctx:
             raise ContextTooLong(len(prompt), request.length, n_ctx)
+        # The episodes after the first share the prompt's places (scheduler._reserve).
+        pages = pages_for(len(prompt) + request.length - 1) + (request.n - 1) * pages_for(
+            request.length - 1)
+        if pages > pages_for(self.cache_tokens):
+            raise TooManyChoices(f"n is {request.n}: {request.n} episodes of {request.length} "
+                                 f"tokens do not fit the cache of {self.cache_tokens} positions")
         generation = Generation(request, prompt, self.queue_timeout)
         self._hold_client_place(client, generation)
         try:
@@ -207,23 +216,32 @@ class Engine:
             raise
         return generation
 
-    def check_admission(self, client: str | None = None) -> None:
-        """Raises Busy when a request could not be taken now; cheap: no tokenizing."""
+    def _check_choices(self, n: int) -> None:
+        if n > self.max_batch:
+            raise TooManyChoices(f"n is {n}: at most {self.max_batch} episodes are decoded "
+                                 f"together here")
+        if self.max_per_client is not None and n > self.max_per_client:
+            raise TooManyChoices(f"n is {n}: one client may hold at most {self.max_per_client} "
+                                 f"episodes at once")
+
+    def check_admission(self, client: str | None = None, slots: int = 1) -> None:
+        """Raises Busy when a request for `slots` sequences could not be taken now;
+        cheap: no tokenizing."""
         if self._closing:
             raise Busy("the service is shutting down", retry_after=self._retry_after())
         if self.state == LOADING:
             raise Busy("the model is still loading", retry_after=self.loading_retry_after)
         if self.state == FAILED:
             raise ModelUnavailable(f"the model failed to load: {self.error}")
-        self._check_client(client)
+        self._check_client(client, slots)
         if not self._queue.has_room():
             raise Busy(self._queue.full_reason(), self._retry_after())
 
-    def _check_client(self, client: str | None) -> None:
+    def _check_client(self, client: str | None, slots: int = 1) -> None:
         if client is None or self.max_per_client is None:
             return
         held = self._per_client.get(client, 0)
-        if held >= self.max_per_client:
+        if held + slots > self.max_per_client:
             raise ClientBusy(f"this client already has {held} generations running or waiting; "
                              f"at most {self.max_per_client} at once", self._retry_after())
 
@@ -231,13 +249,14 @@ class Engine:
         """Counts the generation against its client until it ends."""
         if client is None or self.max_per_client is None:
             return
+        slots = generation.slots
         with self._lock:
-            self._check_client(client)
-            self._per_client[client] = self._per_client.get(client, 0) + 1
+            self._check_client(client, slots)
+            self._per_client[client] = self._per_client.get(client, 0) + slots
 
         def release():
             with self._lock:
-                left = self._per_client.get(client, 1) - 1
+                left = self._per_client.get(client, slots) - slots
                 if left > 0:
                     self._per_client[client] = left
                 else:
@@ -314,6 +333,7 @@ class Engine:
             "max_queue": self.max_queue,
             "finished": self._finished,
             "tokens_generated": scheduler.tokens_generated if scheduler else 0,
+            "prompt_tokens_read": scheduler.prompt_tokens_read if scheduler else 0,
             "stalled_seconds": self.stalled_for(),
             "tokenizer_cache_bytes": self._tokenizer.words.bytes if self._tokenizer else 0,
             "graph_ops": self.graph_ops(),

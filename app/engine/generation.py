@@ -1,6 +1,9 @@
 """One submitted request as its caller sees it: text pieces while it runs,
 a result at the end, and a way to give up on it. Every wait has a deadline.
 
+A request for n episodes streams the pieces of all of them, each with its
+choice's index, and ends when the last of them ends.
+
 The scheduler thread writes into it; HTTP threads only read from it.
 """
 from __future__ import annotations
@@ -11,7 +14,7 @@ import time
 from typing import Callable, Iterator
 
 from .text import cut_to_last_sentence
-from .types import GenerationRequest, GenerationResult
+from .types import Choice, GenerationRequest, GenerationResult
 
 _PIECE, _END = "piece", "end"
 # Callers that know their deadline pass it; the others still never wait forever.
@@ -29,27 +32,36 @@ class Generation:
         self._done = threading.Event()
         self._drained = False
         self._result: GenerationResult | None = None
+        self._choices: list[Choice | None] = [None] * request.n
         self._error: BaseException | None = None
         self._done_callbacks: list[Callable[[], None]] = []
         self._callbacks_lock = threading.Lock()
 
     # ------------------------------------------------------------ callers
-    def pieces(self, timeout: float = DEFAULT_WAIT_SECONDS) -> Iterator[str]:
-        """Text as it is generated; raises Busy when the request never got a
-        slot, the engine's error if generation failed, and TimeoutError when
-        it has not ended `timeout` seconds after this call."""
+    def indexed_pieces(self, timeout: float = DEFAULT_WAIT_SECONDS) -> Iterator[tuple[int, str]]:
+        """(choice index, text) as it is generated; raises Busy when the request
+        never got a slot, the engine's error if generation failed, and
+        TimeoutError when it has not ended `timeout` seconds after this call."""
         deadline = time.monotonic() + timeout
         while not self._drained:
             try:
-                kind, value = self._events.get(timeout=max(0.0, deadline - time.monotonic()))
+                kind, index, text = self._events.get(
+                    timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 raise TimeoutError("generation still running") from None
             if kind == _PIECE:
-                yield value
+                yield index, text
             else:
                 self._drained = True
         if self._error is not None:
             raise self._error
+
+    def pieces(self, timeout: float = DEFAULT_WAIT_SECONDS) -> Iterator[str]:
+        """The text of a single episode (n=1) as it is generated, as indexed_pieces."""
+        if self.request.n != 1:
+            raise ValueError("a request for several episodes streams indexed_pieces()")
+        for _, text in self.indexed_pieces(timeout):
+            yield text
 
     def result(self, timeout: float = DEFAULT_WAIT_SECONDS) -> GenerationResult:
         if not self._done.wait(timeout):
@@ -72,6 +84,11 @@ class Generation:
         self._cancelled.set()
 
     @property
+    def slots(self) -> int:
+        """Sequences it decodes at once: one per episode."""
+        return self.request.n
+
+    @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
@@ -80,24 +97,37 @@ class Generation:
         return self._done.is_set()
 
     # ---------------------------------------------------------- scheduler
-    def push_piece(self, text: str) -> None:
+    def push_piece(self, text: str, index: int = 0) -> None:
         if text:
-            self._events.put((_PIECE, text))
+            self._events.put((_PIECE, index, text))
 
     def finish(self, result: GenerationResult) -> None:
         self._result = result
         self._end()
 
-    def complete(self, generated: str, tokens: int, reason: str, model: str) -> None:
-        """Ends with the answer the request asked for, made from the raw text the
-        model wrote: cut to its last full sentence, after the prefix, as asked."""
+    def complete(self, generated: str, tokens: int, reason: str, model: str,
+                 index: int = 0) -> None:
+        """Ends choice `index` with the answer the request asked for, made from the
+        raw text the model wrote: cut to its last full sentence, after the prefix,
+        as asked. The generation ends with its last choice."""
         request = self.request
         if request.truncate:
             generated = cut_to_last_sentence(generated)
         text = (request.prefix if request.include_prefix else "") + generated
-        self.finish(GenerationResult(text=text, prefix=request.prefix, tokens=tokens,
+        self._choices[index] = Choice(text, tokens, reason)
+        if any(choice is None for choice in self._choices):
+            return
+        first = self._choices[0]
+        self.finish(GenerationResult(text=first.text, prefix=request.prefix, tokens=first.tokens,
                                      seconds=time.monotonic() - self.submitted_at, model=model,
-                                     finish_reason=reason))
+                                     finish_reason=first.finish_reason,
+                                     choices=tuple(self._choices),
+                                     prompt_tokens=len(self.prompt)))
+
+    def end_unstarted(self, reason: str, model: str) -> None:
+        """Ends a generation that never started: every choice empty."""
+        for index in range(self.request.n):
+            self.complete("", 0, reason, model, index)
 
     def fail(self, error: BaseException) -> None:
         self._error = error
@@ -107,6 +137,6 @@ class Generation:
         with self._callbacks_lock:
             self._done.set()
             callbacks, self._done_callbacks = self._done_callbacks, []
-        self._events.put((_END, None))
+        self._events.put((_END, 0, None))
         for callback in callbacks:
             callback()

@@ -1,29 +1,47 @@
 """Choosing the next token of one request from its logits.
 
 Each request samples on its own row with its own random generator, in
-float64, so its temperature, top_k, top_p and seed never depend on what else
-is in the batch.
+float64, so its temperature, top_k, top_p, repetition control and seed never
+depend on what else is in the batch.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .repetition import RepetitionControl
+
+# top_p without top_k: the likeliest tokens are sorted in a head this big, grown
+# fourfold until it holds the mass asked for; past a quarter of the vocabulary
+# one sort of everything is cheaper.
+FIRST_NUCLEUS_HEAD = 64
+
 
 class TokenSampler:
     def __init__(self, temperature: float, top_k: int, top_p: float, seed: int | None,
-                 vocab_size: int):
+                 vocab_size: int, repetition: RepetitionControl | None = None):
         self.temperature = float(temperature)
         self.top_k = int(top_k)
         self.top_p = float(top_p)
         self.vocab_size = vocab_size  # ids past the tokenizer's vocabulary are never chosen
         self.rng = np.random.default_rng(seed)
+        self.repetition = repetition  # sees every token this sampler returns
 
     def __call__(self, logits: np.ndarray) -> int:
-        logits = np.asarray(logits[:self.vocab_size], dtype=np.float64)
+        logits = np.array(logits[:self.vocab_size], dtype=np.float64)  # a copy to reshape
         # One draw per token whatever the settings, so a seed maps to one stream.
         draw = self.rng.random()
+        if self.repetition is not None:
+            self.repetition.apply(logits)
+        token = self._choose(logits, draw)
+        if self.repetition is not None:
+            self.repetition.append(token)
+        return token
+
+    def _choose(self, logits: np.ndarray, draw: float) -> int:
         if self.temperature <= 0 or self.top_k == 1:
             return int(np.argmax(logits))
+        if self.top_p < 1.0 and not 0 < self.top_k < logits.size:
+            return self._nucleus(logits, draw)
         candidates = np.arange(logits.size)
         if 0 < self.top_k < logits.size:
             candidates = np.sort(np.argpartition(-logits, self.top_k - 1)[:self.top_k])
@@ -31,15 +49,46 @@ class TokenSampler:
             # Highest first, ties by id, then keep the smallest head whose
             # mass reaches top_p (always at least one token).
             candidates = candidates[np.lexsort((candidates, -logits[candidates]))]
-        # Shifted before dividing: a tiny temperature then sends every other
-        # token to exp(-inf) = 0 instead of overflowing to inf - inf = nan.
-        shifted = logits[candidates] - logits[candidates].max()
-        with np.errstate(over="ignore"):
-            probs = np.exp(shifted / self.temperature)
-        probs /= probs.sum()
+        probs = self._probabilities(logits[candidates])
         if self.top_p < 1.0:
             before = np.cumsum(probs) - probs
             keep = int(np.count_nonzero(before < self.top_p))
             candidates, probs = candidates[:keep], probs[:keep]
-        index = int(np.searchsorted(np.cumsum(probs), draw * probs.sum(), side="right"))
-        return int(candidates[min(index, candidates.size - 1)])
+        return _pick(candidates, probs, draw)
+
+    def _nucleus(self, logits: np.ndarray, draw: float) -> int:
+        """top_p over the whole vocabulary, sorting only the head that holds its
+        mass: the same tokens, in the same order, as sorting everything."""
+        probs = self._probabilities(logits)
+        head = FIRST_NUCLEUS_HEAD
+        while True:
+            if head * 4 >= logits.size:
+                ids = np.arange(logits.size)
+            else:
+                # Every token at least as likely as the head's last, ties included;
+                # sorted only once their mass (summed unsorted, cheaply) is enough.
+                threshold = np.partition(logits, logits.size - head)[logits.size - head]
+                ids = np.flatnonzero(logits >= threshold)
+                if probs[ids].sum() < self.top_p:
+                    head *= 4
+                    continue
+            ids = ids[np.lexsort((ids, -logits[ids]))]
+            cumulative = np.cumsum(probs[ids])
+            if cumulative[-1] >= self.top_p or ids.size == logits.size:
+                break
+            head *= 4  # short by rounding only
+        keep = int(np.count_nonzero(cumulative - probs[ids] < self.top_p))
+        return _pick(ids[:keep], probs[ids[:keep]], draw)
+
+    def _probabilities(self, logits: np.ndarray) -> np.ndarray:
+        # Shifted before dividing: a tiny temperature then sends every other
+        # token to exp(-inf) = 0 instead of overflowing to inf - inf = nan.
+        shifted = logits - logits.max()
+        with np.errstate(over="ignore"):
+            probs = np.exp(shifted / self.temperature)
+        return probs / probs.sum()
+
+
+def _pick(candidates: np.ndarray, probs: np.ndarray, draw: float) -> int:
+    index = int(np.searchsorted(np.cumsum(probs), draw * probs.sum(), side="right"))
+    return int(candidates[min(index, candidates.size - 1)])

@@ -13,11 +13,17 @@ target model's own logits with its own generator, exactly as without drafts,
 and a draft is kept only while it equals the token sampled. For drafts that are
 a single guess (probability one on one token) this is the standard
 rejection-sampling rule: accept with probability p(draft), else sample from p
-without the draft.
+without the draft. Repetition control sees the same history either way: the
+accepted tokens before the row.
+
+A request for n episodes runs as n sequences. The first reads the prompt; the
+others read its keys and values from the same (shared) pages, and each
+samples its first token from the same logits with its own generator.
 """
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -26,15 +32,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .admission import GenerationQueue
-from .cache_pool import CachePool
+from .cache_pool import CachePool, pages_for
 from .checkpoint import END_OF_TEXT
 from .drafts import PromptLookup
 from .generation import Generation
+from .repetition import RepetitionControl
 from .runner import Segment, StepRunner
 from .sampling import TokenSampler
 from .stops import StopStrings
 from .text import PieceDecoder, Tokenizer
-from .types import Busy
+from .types import MAX_SEED, Busy, choice_seed
 
 if TYPE_CHECKING:  # imported by the engine when it loads a run, so that the module runs alone too
     from .corpus_drafts import CorpusDrafts
@@ -69,6 +76,9 @@ class Sequence:
     drafts: PromptLookup | None
     stops: StopStrings
     started_at: float
+    index: int = 0          # which of its request's episodes
+    # The sequence that reads the prompt for this one, None when it reads it itself.
+    reader: Sequence | None = None
     read: int = 0           # prompt tokens whose keys and values are in the pool
     last_token: int = -1    # the latest token, fed to the model at `position`
     produced: int = 0
@@ -110,6 +120,7 @@ class Scheduler:
         self.heartbeat = time.monotonic()
         self.before_turn = lambda: None  # a fault-injection point for tests
         self.tokens_generated = 0  # by every sequence, cancelled ones included
+        self.prompt_tokens_read = 0  # prompt tokens run through the model
 
     # ------------------------------------------------------------------ loop
     def run(self) -> None:
@@ -131,9 +142,10 @@ class Scheduler:
             for seq in list(self.running):
                 self._finish(seq, "shutdown")
             while self.starting:
-                self.queue.release()
-                self.starting.popleft().fail(Busy("the service is shutting down",
-                                                  retry_after=self.retry_after()))
+                generation = self.starting.popleft()
+                self.queue.release(generation.slots)
+                generation.fail(Busy("the service is shutting down",
+                                     retry_after=self.retry_after()))
         self._start_what_fits()
         for seq in [s for s in self.running if s.generation.cancelled]:
             self._finish(seq, "cancelled")
@@ -168,7 +180,7 @@ class Scheduler:
             generation.fail(Busy(f"waited {waited:.0f} s for a generation slot",
                                  retry_after=self.retry_after()))
         for generation in cancelled:
-            generation.complete("", 0, "cancelled", self.model_name)
+            generation.end_unstarted("cancelled", self.model_name)
 
     # ------------------------------------------------------------ admission
     def _start_what_fits(self) -> None:
@@ -177,35 +189,52 @@ class Scheduler:
             generation = self.starting[0]
             if generation.cancelled:
                 self.starting.popleft()
-                generation.complete("", 0, "cancelled", self.model_name)
-                self.queue.release()
+                generation.end_unstarted("cancelled", self.model_name)
+                self.queue.release(generation.slots)
                 continue
-            # The engine took it only if prompt and length fit the context.
-            prompt, limit = generation.prompt, generation.request.length
-            # Positions fed to the model: the prompt, then each new token but the last.
-            reserved = self.pool.reserve(len(prompt) + limit - 1)
+            reserved = self._reserve(len(generation.prompt), generation.request.length,
+                                     generation.slots)
             if reserved is None:
                 return  # wait for running requests to give places back
             self.starting.popleft()
-            self._start(generation, prompt, limit, *reserved)
+            self._start(generation, reserved)
 
-    def _start(self, generation: Generation, prompt: list[int], limit: int,
-               pages: list[int], places: np.ndarray) -> None:
-        request = generation.request
-        try:
-            sampler = TokenSampler(request.temperature, request.top_k, request.top_p, request.seed,
-                                   self.tokenizer.vocab_size)
-        except (TypeError, ValueError) as e:  # e.g. a seed numpy cannot use
-            self.pool.release(pages)
-            self.queue.release()
-            generation.fail(ValueError(f"bad sampling parameters: {e}"))
-            return
-        drafts = PromptLookup(prompt) if self.settings.speculative_tokens else None
+    def _reserve(self, prompt: int, limit: int, episodes: int):
+        """(pages, places) for each episode, or None when the pool has not room
+        for all. Positions fed to the model: the prompt, then each new token but
+        the last; the episodes after the first read the first one's prompt."""
+        first = self.pool.reserve(prompt + limit - 1)
+        if first is None:
+            return None
+        reserved = [first]
+        prompt_pages = first[0][:pages_for(prompt, self.pool.page)]
+        for _ in range(episodes - 1):
+            own = self.pool.reserve(limit - 1)
+            if own is None:
+                for pages, _ in reserved:
+                    self.pool.release(pages)
+                return None
+            self.pool.share(prompt_pages)
+            reserved.append((prompt_pages + own[0], np.concatenate([first[1][:prompt], own[1]])))
+        return reserved
+
+    def _start(self, generation: Generation, reserved: list) -> None:
+        request, prompt = generation.request, generation.prompt
+        seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
         stops = request.stop + ((END_OF_TEXT,) if request.stop_at_end else ())
-        self.running.append(Sequence(
-            generation=generation, prompt=prompt, pages=pages, places=places, limit=limit,
-            sampler=sampler, decoder=PieceDecoder(self.tokenizer), drafts=drafts,
-            stops=StopStrings(stops), started_at=time.monotonic()))
+        reader = None
+        for index, (pages, places) in enumerate(reserved):
+            sampler = TokenSampler(request.temperature, request.top_k, request.top_p,
+                                   choice_seed(seed, index), self.tokenizer.vocab_size,
+                                   RepetitionControl.for_request(request, prompt))
+            drafts = PromptLookup(prompt) if self.settings.speculative_tokens else None
+            seq = Sequence(
+                generation=generation, prompt=prompt, pages=pages, places=places,
+                limit=request.length, sampler=sampler, decoder=PieceDecoder(self.tokenizer),
+                drafts=drafts, stops=StopStrings(stops), started_at=time.monotonic(),
+                index=index, reader=reader)
+            reader = reader or seq
+            self.running.append(seq)
 
     # ------------------------------------------------------------- planning
     def schedule(self) -> list[Segment]:
@@ -223,7 +252,7 @@ class Scheduler:
         for seq in self.running:
             if budget <= 0:
                 break
-            if seq.prefilling:
+            if seq.prefilling and seq.reader is None:
                 chunk = seq.prompt[seq.read:seq.read + budget]
                 ends = seq.read + len(chunk) == len(seq.prompt)
                 plan.append(Segment(seq, chunk, seq.read, logits="last" if ends else "none"))
@@ -245,8 +274,9 @@ class Scheduler:
                 continue
             if seq.prefilling:
                 seq.read += len(segment.tokens)
+                self.prompt_tokens_read += len(segment.tokens)
                 if not seq.prefilling:
-                    self._emit(seq, seq.sampler(rows[-1]))
+                    self._first_tokens(seq, rows[-1])
                 continue
             drafts = segment.tokens[1:]
             for i, row in enumerate(rows):
@@ -256,6 +286,13 @@ class Scheduler:
                     self.accepted += token == drafts[i]
                 if not self._emit(seq, token) or i >= len(drafts) or token != drafts[i]:
                     break
+
+    def _first_tokens(self, reader: Sequence, row: np.ndarray) -> None:
+        """The prompt is read: each episode of the request samples its first token."""
+        episodes = [reader] + [s for s in self.running if s.reader is reader]
+        for seq in episodes:
+            seq.read = len(seq.prompt)
+            self._emit(seq, seq.sampler(row))
 
     # ------------------------------------------------------------ sequences
     def _emit(self, seq: Sequence, token: int) -> bool:
@@ -280,7 +317,7 @@ class Scheduler:
 
     def _show(self, seq: Sequence, piece: str) -> None:
         seq.pieces.append(piece)
-        seq.generation.push_piece(piece)
+        seq.generation.push_piece(piece, seq.index)
 
     def _finish(self, seq: Sequence, reason: str) -> None:
         if reason != "stop":  # the text ends here: what was held back is shown
@@ -289,7 +326,8 @@ class Scheduler:
             reason = "stop" if stopped else reason
         self._release(seq)
         seconds = time.monotonic() - seq.started_at
-        seq.generation.complete("".join(seq.pieces), seq.produced, reason, self.model_name)
+        seq.generation.complete("".join(seq.pieces), seq.produced, reason, self.model_name,
+                                seq.index)
         self.on_finish(seconds)
 
     def _release(self, seq: Sequence) -> None:

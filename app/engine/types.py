@@ -7,11 +7,24 @@ without end.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Optional
 
 DEFAULT_PREFIX = "Pikachu and Ash were"
+MAX_SEED = 2**31 - 1
+
+
+def choice_seed(seed: int, index: int) -> int:
+    """The seed episode `index` of a request samples with: choice 0 keeps the
+    request's seed, choice i > 0 takes the first 31 bits of BLAKE2b("<seed>/<i>").
+    Choice i of a request therefore writes what a request for one episode with
+    seed choice_seed(seed, i) writes."""
+    if index == 0:
+        return seed
+    digest = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & MAX_SEED
 
 
 @dataclass(frozen=True)
@@ -57,16 +70,34 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """One episode of a request: what a request of n=1 answers, once per choice."""
+
+    text: str
+    tokens: int  # tokens generated (before truncation)
+    # "length" (all tokens written), "stop" (a stop string, the episode
+    # delimiter included), "end_of_text" (the end-of-text token), "cancelled"
+    # (the caller went away), "shutdown" (cut short by close)
+    finish_reason: str
+
+
+@dataclass(frozen=True)
 class GenerationResult:
+    """The answer; text, tokens and finish_reason are those of choice 0."""
+
     text: str
     prefix: str
     tokens: int  # tokens generated (before truncation)
     seconds: float
     model: str
-    # "length" (all tokens written), "stop" (a stop string, the episode
-    # delimiter included), "end_of_text" (the end-of-text token), "cancelled"
-    # (the caller went away), "shutdown" (cut short by close)
-    finish_reason: str = "length"
+    finish_reason: str = "length"  # as Choice.finish_reason
+    choices: tuple[Choice, ...] = ()  # every episode, in order; left empty: this one alone
+    prompt_tokens: int = 0  # context positions the prefix took
+
+    def __post_init__(self):
+        if not self.choices:
+            object.__setattr__(self, "choices",
+                               (Choice(self.text, self.tokens, self.finish_reason),))
 
 
 @dataclass
@@ -95,6 +126,10 @@ class ContextTooLong(ValueError):
     def __str__(self) -> str:
         return (f"{self.prefix_tokens} prefix tokens and {self.length} more exceed the "
                 f"context of {self.n_ctx}")
+
+
+class TooManyChoices(ValueError):
+    """More episodes than can ever run at once for one request: refused, never queued."""
 
 
 class ModelUnavailable(Exception):
