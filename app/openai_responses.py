@@ -16,6 +16,7 @@ FINISH_REASONS = {"length": "length", "stop": "stop", "end_of_text": "stop"}
 # The error `type` OpenAI gives each status.
 ERROR_TYPES = {429: "rate_limit_error", 500: "server_error", 502: "server_error",
                503: "server_error", 504: "server_error"}
+DEFAULT_CODES = {429: "rate_limit_exceeded"}
 
 
 def completion(completion_id: str, created: int, model: str, choices: list[dict],
@@ -62,7 +63,7 @@ def model_object(model: str, created: int) -> dict:
 def error_object(status: int, message: str, *, param: Optional[str] = None,
                  code: Optional[str] = None) -> dict:
     return {"error": {"message": message, "type": ERROR_TYPES.get(status, "invalid_request_error"),
-                      "param": param, "code": code}}
+                      "param": param, "code": code or DEFAULT_CODES.get(status)}}
 
 
 def error_response(status: int, message: str, *, param: Optional[str] = None,
