@@ -68,13 +68,11 @@ def run(client: openai.OpenAI) -> None:
     try:
         client.completions.create(model=model, prompt=PROMPT, logprobs=2)
     except openai.BadRequestError as e:
-        show("logprobs=2", f"{type(e).__name__} {e.status_code}: param={e.param!r}, "
-                           f"message={e.message!r}")
+        show("logprobs=2", f"{type(e).__name__} {e.status_code}: {e.body}")
     try:
         client.completions.create(model="gpt-3.5-turbo-instruct", prompt=PROMPT)
     except openai.NotFoundError as e:
-        show("model='gpt-3.5-turbo-instruct'", f"{type(e).__name__} {e.status_code}: "
-                                               f"code={e.code!r}")
+        show("model='gpt-3.5-turbo-instruct'", f"{type(e).__name__} {e.status_code}: {e.body}")
 
 
 def section(name: str) -> None:
