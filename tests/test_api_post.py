@@ -3,6 +3,7 @@ the parameters of GET as a typed JSON body, the same ranges and reasons, and
 the body's own refusals (413, 415, bad JSON, unknown or repeated keys)."""
 import io
 import json
+import sys
 
 import pytest
 
@@ -110,12 +111,23 @@ def test_the_ranges_and_reasons_are_those_of_the_query(client):
     (b"[1, 2]", "a JSON object"),
     (b'"Ash"', "a JSON object"),
     (b"null", "a JSON object"),
-    (b"[" * 5000 + b"]" * 5000, "not valid JSON"),
     (b'{"length": ' + b"9" * 5000 + b"}", "not valid JSON"),
 ])
 def test_a_body_that_is_no_json_object_is_a_400(client, engine, data, words):
     response = client.post("/", data=data, content_type="application/json")
     assert response.status_code == 400 and words in response.get_json()["error"]
+    assert engine.submitted == []
+
+
+def test_json_nested_deeper_than_python_recurses_is_a_400(client, engine):
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)  # the default; a test runner may have raised it
+    try:
+        response = client.post("/", data=b"[" * 5000 + b"]" * 5000,
+                               content_type="application/json")
+    finally:
+        sys.setrecursionlimit(limit)
+    assert response.status_code == 400 and "not valid JSON" in response.get_json()["error"]
     assert engine.submitted == []
 
 

@@ -137,6 +137,12 @@ def test_a_request_body_over_its_cap_is_a_json_413(stack):
     answer = requests.post(stack.url + "/v1/completions", data=b"x" * 16385, timeout=30,
                            headers={"Content-Type": "application/json"})
     assert answer.status_code == 413 and answer.json()["error"]["message"]
+    # A body of exactly 16 kB reaches the app, which reads it whole.
+    just_fits = ('{"prefix": "' + "a" * (16384 - 14) + '"}').encode()
+    answer = requests.post(stack.url + "/", data=just_fits, timeout=30,
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["parameter"] == "prefix"
+    assert "at most 1000 characters, got 16370" in answer.json()["error"]
 
 
 def test_nginx_waits_longer_than_the_app_for_every_generation(stack):
