@@ -22,6 +22,8 @@ def create_app(config: Config | None = None, engine=None) -> Flask:
     """Builds the app. Without `engine`, a real one is created from `config`
     (or the environment) and starts loading the checkpoint at once."""
     from app.api import api
+    from app.openai_api import openai_api
+    from app.request_body import MAX_BODY_BYTES
     from app.config import Config
     from app.metrics import ServiceMetrics
     from app.service import Service
@@ -35,7 +37,9 @@ def create_app(config: Config | None = None, engine=None) -> Flask:
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.extensions["pokegen"] = Service(engine=engine, config=config,
                                         metrics=ServiceMetrics(engine))
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.register_blueprint(api)
+    app.register_blueprint(openai_api)
     app.before_request(_start_clock)
     app.after_request(_finish_response)
     return app

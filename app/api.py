@@ -1,6 +1,8 @@
-"""The HTTP API: generation as JSON, JSONP or a stream of events, plus probes,
-metrics and the model card. Validation happens before anything reaches the
-engine, and refusals are answered at once with a JSON reason.
+"""The HTTP API: generation as JSON, JSONP or a stream of events, asked by a
+query (GET) or a JSON body (POST), plus probes, metrics and the model card.
+Validation happens before anything reaches the engine, and refusals are
+answered at once with a JSON reason (in OpenAI's shape under /v1/, whose
+routes are in app/openai_api.py).
 
 No generation outlives its client: every route cancels it when the client
 goes away (closed connection, a HEAD answered without a body) or its
@@ -11,21 +13,21 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, g, request, send_from_directory
+from flask import Blueprint, Response, current_app, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from app.client_connection import disconnect_check
+from app import openai_responses
 from app.engine.types import Busy, ClientBusy, ModelUnavailable
 from app.metrics import CONTENT_TYPE_LATEST
+from app.request_body import json_body
 from app.responses import (error_response, json_response, jsonp_response, result_payload,
                            sse_event)
-from app.validation import ValidationError, parse_generation_query
+from app.validation import ValidationError, parse_generation_body, parse_generation_query
+from app.waiting import ClientGone, deadline, first_piece, stream_response, wait_for_result
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__)
-
-# How often a request waiting for its whole episode looks whether its client is still there.
-DISCONNECT_POLL_SECONDS = 0.2
+OPENAI_PREFIX = "/v1/"
 
 # The page forbids inline script and every other origin; nginx sends the same.
 PAGE_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
@@ -44,68 +46,52 @@ def generate():
         page.headers["Content-Security-Policy"] = PAGE_SECURITY_POLICY
         return page
     query = parse_generation_query(_query_args())
-    generation = service().submit(query.request, client=request.remote_addr)
+    return _episode(query.request, query.callback)
+
+
+@api.post("/")
+def generate_from_body():
+    return _episode(parse_generation_body(json_body(request)))
+
+
+def _episode(generation_request, callback=None):
+    generation = service().submit(generation_request, client=request.remote_addr)
     try:
-        result = _wait_for_result(generation)
+        result = wait_for_result(generation, deadline(service().config.request_timeout))
     except TimeoutError:
         return error_response(504, "the generation took longer than the request timeout")
     except ClientGone:
         return error_response(499, "the client closed the connection")
     service().metrics.tokens.inc(generated_tokens(result))
     payload = result_payload(result)
-    if query.callback:
-        return jsonp_response(query.callback, payload)
+    if callback:
+        return jsonp_response(callback, payload)
     return json_response(payload)
-
-
-class ClientGone(Exception):
-    """The client closed its connection before its answer was ready."""
-
-
-def _wait_for_result(generation):
-    """The generation's result; cancels it and raises TimeoutError or
-    ClientGone when the deadline passes or the client goes away first."""
-    deadline = g.started + service().config.request_timeout
-    client_gone = disconnect_check(request.environ)
-    while True:
-        try:
-            return generation.result(timeout=max(0.0, min(DISCONNECT_POLL_SECONDS,
-                                                           deadline - time.monotonic())))
-        except TimeoutError:
-            pass
-        if client_gone():
-            generation.cancel()
-            raise ClientGone()
-        if time.monotonic() >= deadline:
-            generation.cancel()
-            raise TimeoutError("generation still running")
 
 
 @api.get("/stream")
 def stream():
-    query = parse_generation_query(_query_args(), allow_callback=False)
-    generation = service().submit(query.request, client=request.remote_addr)
+    return _event_stream(parse_generation_query(_query_args(), allow_callback=False).request)
+
+
+@api.post("/stream")
+def stream_from_body():
+    return _event_stream(parse_generation_body(json_body(request)))
+
+
+def _event_stream(generation_request):
+    generation = service().submit(generation_request, client=request.remote_addr)
+    remaining = deadline(service().config.request_timeout) - time.monotonic()
     # Wait for the first piece before answering, so that a queue wait that runs
     # out is still a plain 503 with Retry-After rather than an event.
-    remaining = g.started + service().config.request_timeout - time.monotonic()
     pieces = generation.indexed_pieces(timeout=max(0.0, remaining))
     try:
-        first = next(pieces, None)
+        first = first_piece(pieces, generation)
     except TimeoutError:
-        generation.cancel()
         return error_response(504, "the generation took longer than the request timeout")
-    except BaseException:
-        generation.cancel()
-        raise
     outcome = {"finished": False}
-    response = Response(_events(service(), generation, first, pieces, outcome),
-                        content_type="text/event-stream; charset=utf-8",
-                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-    # Closing the response (the client went away, an error, or a HEAD whose
-    # body is never read, so the events never start) cancels an unfinished
-    # generation and frees its slot.
-    response.call_on_close(lambda: outcome["finished"] or generation.cancel())
-    return response
+    return stream_response(_events(service(), generation, first, pieces, outcome), generation,
+                           outcome, "text/event-stream; charset=utf-8")
 
 
 def _events(svc, generation, first, pieces, outcome):
@@ -178,25 +164,25 @@ def openapi_description():
 
 @api.app_errorhandler(ValidationError)
 def bad_parameter(error: ValidationError):
-    return error_response(400, error.reason, parameter=error.parameter)
+    return refusal(error.status, error.reason, parameter=error.parameter, code=error.code)
 
 
 @api.app_errorhandler(Busy)
 def busy(error: Busy):
     # 429: this client holds its share already; 503: the service is full for everyone.
     status = 429 if isinstance(error, ClientBusy) else 503
-    return error_response(status, error.reason, retry_after=max(1, int(error.retry_after)))
+    return refusal(status, error.reason, retry_after=max(1, int(error.retry_after)))
 
 
 @api.app_errorhandler(ModelUnavailable)
 def model_unavailable(error: ModelUnavailable):
-    return error_response(503, str(error))
+    return refusal(503, str(error))
 
 
 @api.app_errorhandler(HTTPException)
 def http_error(error: HTTPException):
     # Keeps headers such as Allow on a 405, with a JSON body instead of HTML.
-    response = error_response(error.code or 500, _short_reason(error))
+    response = refusal(error.code or 500, _short_reason(error))
     for name, value in error.get_response().headers:
         if name.lower() not in ("content-type", "content-length"):
             response.headers[name] = value
@@ -206,7 +192,16 @@ def http_error(error: HTTPException):
 @api.app_errorhandler(Exception)
 def internal_error(error: Exception):
     log.exception("unhandled error")
-    return error_response(500, "internal error")
+    return refusal(500, "internal error")
+
+
+def refusal(status: int, reason: str, *, parameter=None, code=None, retry_after=None):
+    """A JSON refusal: in OpenAI's error shape under /v1/, in pokegen's elsewhere."""
+    if request.path.startswith(OPENAI_PREFIX):
+        return openai_responses.error_response(status, reason, param=parameter, code=code,
+                                               retry_after=retry_after)
+    details = {"parameter": parameter} if parameter or status == 400 else {}
+    return error_response(status, reason, retry_after=retry_after, **details)
 
 
 def _short_reason(error: HTTPException) -> str:

@@ -23,17 +23,20 @@ class Service:
     config: Config
     metrics: ServiceMetrics
 
-    def submit(self, request: GenerationRequest, client: str | None = None):
+    def submit(self, request: GenerationRequest, client: str | None = None, *,
+               prefix_name: str = "prefix", length_name: str = "length"):
         """Hands a validated request to the engine; raises Busy (ClientBusy for
         a client over its share), ModelUnavailable or ValidationError at once,
-        never waits for a slot here."""
+        never waits for a slot here. The names are the caller's words for the
+        prefix and the length, for a request that does not fit the context."""
         stalled = self.stalled()
         if stalled:
             raise Busy(stalled, self.config.loading_retry_after)
         try:
             return self.engine.submit(request, client=client)
         except ContextTooLong as e:
-            raise context_error(e.prefix_tokens, e.length, e.n_ctx) from None
+            raise context_error(e.prefix_tokens, e.length, e.n_ctx, prefix_name=prefix_name,
+                                length_name=length_name) from None
         except TooManyChoices as e:
             raise ValidationError(str(e), "n") from None
 

@@ -43,7 +43,7 @@ class EngineDouble:
         if prefix_tokens + request.length > self.info["hparams"]["n_ctx"]:
             raise ContextTooLong(prefix_tokens, request.length, self.info["hparams"]["n_ctx"])
         self.submitted.append(request)
-        return GenerationDouble(self, request)
+        return GenerationDouble(self, request, prefix_tokens)
 
     def stalled_for(self):
         return self.stalled_seconds
@@ -59,9 +59,10 @@ class EngineDouble:
 
 
 class GenerationDouble:
-    def __init__(self, engine, request):
+    def __init__(self, engine, request, prefix_tokens):
         self.engine = engine
         self.request = request
+        self.prompt = list(range(prefix_tokens))
         self.cancel_event = threading.Event()
 
     def pieces(self, timeout=None):

@@ -8,6 +8,7 @@ is frozen on demand through the fault-injection file of app/engine/faults.py.
 Clients behind the trusted proxy (this test, at 127.0.0.1) are told apart by
 X-Forwarded-For, with documentation addresses (RFC 5737).
 """
+import json
 import os
 import random
 import socket
@@ -92,6 +93,50 @@ def test_a_client_leaving_get_is_cancelled_within_a_step(stack, freeze_file):
     after = stack.metric(TOKENS)
     print(f"GET / of 400 tokens, client gone after {at_close - before:.0f}: "
           f"{after - at_close:.0f} more generated")
+    assert after - at_close <= 2
+
+
+# Every other way to ask for a generation, each seeded so that only its length ends it.
+BODIES = {
+    "POST /": ("/", {"prefix": "Ash", "length": 400, "seed": 2, "truncate": False}),
+    "POST /stream": ("/stream", {"prefix": "Ash", "length": 400, "seed": 2, "truncate": False}),
+    "POST /v1/completions": ("/v1/completions", {"prompt": "Ash", "max_tokens": 400, "seed": 3,
+                                                 "stream": False}),
+    "POST /v1/completions stream": ("/v1/completions", {"prompt": "Ash", "max_tokens": 400,
+                                                        "seed": 3, "stream": True}),
+}
+
+
+@pytest.mark.parametrize("route", list(BODIES))
+def test_a_client_leaving_a_post_is_cancelled_within_a_step(stack, freeze_file, route):
+    path, body = BODIES[route]
+    if path.startswith("/v1/"):
+        body = {**body, "model": requests.get(stack.url + "/v1/models",
+                                              timeout=30).json()["data"][0]["id"]}
+    # Read to the end, the same request writes all its tokens: only a cancel can end it early.
+    if path.startswith("/v1/"):
+        whole = requests.post(stack.url + path, json={**body, "stream": False},
+                              headers=client(99), timeout=600).json()["usage"]["completion_tokens"]
+    else:
+        whole = requests.post(stack.url + "/", json=body, headers=client(99),
+                              timeout=600).json()["tokens"]
+    assert whole == 400
+    assert wait_for(lambda: idle(stack), timeout=30)
+    before = stack.metric(TOKENS)
+    data = json.dumps(body).encode()
+    conn = socket.create_connection(("127.0.0.1", stack.port))
+    conn.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    assert wait_for(lambda: stack.metric(TOKENS) > before + 3, timeout=30)
+    with FrozenLoop(freeze_file):
+        at_close = stack.metric(TOKENS)
+        conn.close()
+        time.sleep(2.0)  # nginx drops its upstream connection; the app notices
+    assert wait_for(lambda: idle(stack), timeout=30)
+    after = stack.metric(TOKENS)
+    print(f"{route} of 400 tokens, client gone after {at_close - before:.0f}: "
+          f"{after - at_close:.0f} more generated")
+    # A stream notices when its next piece cannot be written: one more step.
     assert after - at_close <= 2
 
 

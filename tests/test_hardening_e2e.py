@@ -178,17 +178,30 @@ def test_jsonp_for_a_safe_name_is_script_with_json_inside(stack):
 
 # ------------------------------------------------------- body and timeouts
 
-def test_a_request_body_over_one_kilobyte_is_a_json_413(stack):
-    answer = requests.post(stack.url + "/", data=b"x" * 4096, timeout=30)
-    assert answer.status_code == 413
-    assert answer.json()["status"] == 413 and "GET" in answer.json()["error"]
+def test_a_request_body_over_its_cap_is_a_json_413(stack):
+    # 16 kB of JSON on the generation routes, 1 kB elsewhere.
+    for path, size in (("/", 16385), ("/stream", 16385), ("/healthz", 4096)):
+        answer = requests.post(stack.url + path, data=b"x" * size, timeout=30,
+                               headers={"Content-Type": "application/json"})
+        assert answer.status_code == 413, path
+        assert answer.json()["status"] == 413 and "16 kB" in answer.json()["error"]
+    answer = requests.post(stack.url + "/v1/completions", data=b"x" * 16385, timeout=30,
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413 and answer.json()["error"]["message"]
+    # A body of exactly 16 kB reaches the app, which reads it whole.
+    just_fits = ('{"prefix": "' + "a" * (16384 - 14) + '"}').encode()
+    answer = requests.post(stack.url + "/", data=just_fits, timeout=30,
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["parameter"] == "prefix"
+    assert "at most 1000 characters, got 16370" in answer.json()["error"]
 
 
 def test_nginx_waits_longer_than_the_app_for_every_generation(stack):
     with open(os.path.join(stack.run_dir, "nginx", "pokegen.conf")) as f:
         conf = f.read()
-    app_locations = re.findall(r"location (?:= /|= /stream|/) \{(.*?)\n    \}", conf, re.S)
-    assert len(app_locations) == 3
+    app_locations = re.findall(r"location (?:= /|= /stream|/v1/|/) \{(.*?)\n    \}", conf,
+                               re.S)
+    assert len(app_locations) == 4
     for block in app_locations:
         upstream = int(re.search(r"uwsgi_read_timeout (\d+)s;", block).group(1))
         assert upstream > REQUEST_TIMEOUT

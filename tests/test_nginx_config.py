@@ -43,6 +43,14 @@ def test_api_answers_json_502_with_retry_after_when_the_app_is_down(nginx_url):
         assert "not answering" in response.json()["error"]
 
 
+def test_v1_answers_openais_502_when_the_app_is_down(nginx_url):
+    for method, path in (("POST", "/v1/completions"), ("GET", "/v1/models")):
+        response = requests.request(method, nginx_url + path, json={}, timeout=10)
+        assert response.status_code == 502 and response.headers["Retry-After"] == "5"
+        assert response.json()["error"]["type"] == "server_error"
+        assert "not answering" in response.json()["error"]["message"]
+
+
 def test_browsers_get_the_page_from_nginx(nginx_url):
     page = requests.get(nginx_url + "/", headers={"Accept": BROWSER_ACCEPT}, timeout=10)
     assert page.status_code == 200 and page.headers["Content-Type"] == "text/html; charset=utf-8"

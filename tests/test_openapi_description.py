@@ -6,7 +6,7 @@ import os
 import pytest
 import yaml
 
-from app import create_app, validation
+from app import create_app, openai_request, validation
 from app.config import Config
 from app.engine import GenerationRequest
 from engine_double import EngineDouble
@@ -46,9 +46,10 @@ def test_every_route_is_described_and_every_described_path_exists(app, document)
     def openapi_path(rule):
         return rule.rule.replace("<path:filename>", "{file}")
 
-    routes = {openapi_path(rule) for rule in app.url_map.iter_rules() if "GET" in rule.methods}
-    assert routes == set(document["paths"])
-    assert all(set(item) == {"get"} for item in document["paths"].values())
+    routes = {(openapi_path(rule), method.lower()) for rule in app.url_map.iter_rules()
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    described = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert routes == described
 
 
 def test_the_described_limits_are_the_validators(document):
@@ -74,3 +75,20 @@ def test_the_described_limits_are_the_validators(document):
         "^" + validation.CALLBACK_PATTERN.pattern + "$"
     stream = document["paths"]["/stream"]["get"]["parameters"]
     assert len(stream) == len(validation.GENERATION_PARAMETERS)
+
+
+def test_the_described_bodies_are_the_parsers(document):
+    schemas = document["components"]["schemas"]
+    assert set(schemas["GenerationBody"]["properties"]) == set(validation.GENERATION_PARAMETERS)
+    for path in ("/", "/stream"):
+        body = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        assert body["schema"]["$ref"] == "#/components/schemas/GenerationBody"
+    completion = schemas["CompletionRequest"]
+    assert set(completion["properties"]) == set(openai_request.SUPPORTED +
+                                                 openai_request.UNSUPPORTED)
+    assert all(completion["properties"][name]["type"] == "null"  # null: not given
+               for name in openai_request.UNSUPPORTED)
+    for name, setting in openai_request.SAMPLING.items():
+        assert completion["properties"][name]["anyOf"][0] == \
+            {"$ref": f"#/components/parameters/{setting}/schema"}, name
+    assert completion["properties"]["max_tokens"]["default"] == openai_request.DEFAULT_MAX_TOKENS

@@ -80,8 +80,11 @@ def test_unknown_paths_and_methods_answer_json(stack):
         assert response.headers["Content-Type"].startswith("application/json")
         assert response.json()["error"]
     import requests
-    posted = requests.post(stack.url + "/?prefix=Ash", timeout=30)
-    assert posted.status_code == 405 and posted.json()["error"]
+    put = requests.put(stack.url + "/?prefix=Ash", timeout=30)
+    assert put.status_code == 405 and put.json()["error"]
+    posted = requests.post(stack.url + "/?prefix=Ash", data="prefix=Ash", timeout=30,
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert posted.status_code == 415 and "application/json" in posted.json()["error"]
 
 
 def test_seeds_reproduce(stack):
