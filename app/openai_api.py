@@ -58,13 +58,15 @@ def completions():
         return error_response(504, "the completion took longer than the request timeout")
     except ClientGone:
         return error_response(499, "the client closed the connection")
-    svc.metrics.tokens.inc(result.tokens)
-    reason = FINISH_REASONS.get(result.finish_reason)
-    if reason is None:
+    completion_tokens = sum(c.tokens for c in result.choices)
+    svc.metrics.tokens.inc(completion_tokens)
+    reasons = [FINISH_REASONS.get(c.finish_reason) for c in result.choices]
+    if None in reasons:
         return error_response(503, SHUTTING_DOWN, retry_after=svc.config.loading_retry_after)
     return json_response(completion(answer.id, answer.created, served,
-                                    [choice(0, result.text, reason)],
-                                    usage(len(generation.prompt), result.tokens)))
+                                    [choice(i, c.text, reason) for i, (c, reason)
+                                     in enumerate(zip(result.choices, reasons))],
+                                    usage(result.prompt_tokens, completion_tokens)))
 
 
 class _Answer:
@@ -79,7 +81,7 @@ class _Answer:
 
 
 def _stream(svc, generation, answer: _Answer, until: float):
-    pieces = generation.pieces(timeout=max(0.0, until - time.monotonic()))
+    pieces = generation.indexed_pieces(timeout=max(0.0, until - time.monotonic()))
     try:
         first = first_piece(pieces, generation)
     except TimeoutError:
@@ -90,23 +92,26 @@ def _stream(svc, generation, answer: _Answer, until: float):
 
 
 def _chunks(svc, generation, answer: _Answer, first, pieces, outcome):
-    """Text chunks as they are sampled, a last one with the finish reason, the
-    usage when asked for, then [DONE]; an error object when it fails."""
+    """Text chunks as they are sampled, each naming its choice's index, a last
+    one per choice with its finish reason, the usage when asked for, then
+    [DONE]; an error object when it fails."""
     try:
         if first is not None:
-            yield answer.chunk([choice(0, first, None)])
-        for piece in pieces:
-            yield answer.chunk([choice(0, piece, None)])
+            yield answer.chunk([choice(*first, None)])
+        for index, piece in pieces:
+            yield answer.chunk([choice(index, piece, None)])
         result = generation.result(timeout=svc.config.request_timeout)
         outcome["finished"] = True
-        svc.metrics.tokens.inc(result.tokens)
-        reason = FINISH_REASONS.get(result.finish_reason)
-        if reason is None:
+        completion_tokens = sum(c.tokens for c in result.choices)
+        svc.metrics.tokens.inc(completion_tokens)
+        reasons = [FINISH_REASONS.get(c.finish_reason) for c in result.choices]
+        if None in reasons:
             yield data_line(error_object(503, SHUTTING_DOWN))
             return
-        yield answer.chunk([choice(0, "", reason)])
+        for index, reason in enumerate(reasons):
+            yield answer.chunk([choice(index, "", reason)])
         if answer.asked.include_usage:
-            yield answer.chunk([], usage(len(generation.prompt), result.tokens))
+            yield answer.chunk([], usage(result.prompt_tokens, completion_tokens))
         yield DONE
     except Busy as busy:
         yield data_line(error_object(503, busy.reason))

@@ -81,7 +81,8 @@ class GenerationDouble:
         text = (self.request.prefix if self.request.include_prefix else "") + " " + generated
         return GenerationResult(text=text, prefix=self.request.prefix,
                                 tokens=len(self.engine.pieces_per_generation),
-                                seconds=0.01, model=self.engine.model_name)
+                                seconds=0.01, model=self.engine.model_name,
+                                prompt_tokens=len(self.prompt))
 
     def cancel(self):
         self.cancel_event.set()

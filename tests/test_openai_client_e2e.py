@@ -15,7 +15,7 @@ from service_stack import ROOT, ServiceStack
 PROMPT = "Pikachu and Ash were"
 # What /v1/completions does with these, asked of GET / by its own names.
 GREEDY = {"prefix": PROMPT, "temperature": "0", "top_k": "0", "truncate": "0",
-          "include_prefix": "0"}
+          "include_prefix": "0", "no_repeat_ngram_size": "0"}
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,26 @@ def test_the_default_length_is_openais_16_tokens(stack, client, model):
     same = episode(stack, length="16", seed="2")
     assert completion.choices[0].text == same["text"]
     assert completion.usage.completion_tokens == same["tokens"]
+
+
+def test_n_completions_are_the_n_episodes_of_the_same_seed(stack, client, model):
+    completion = client.completions.create(model=model, prompt=PROMPT, max_tokens=20, n=2,
+                                           seed=11, temperature=1.0)
+    same = episode(stack, length="20", seed="11", n="2", temperature="1.0")
+    assert [c.index for c in completion.choices] == [0, 1]
+    assert [c.text for c in completion.choices] == [c["text"] for c in same["choices"]]
+    assert len({c.text for c in completion.choices}) == 2  # each on its own seed
+    assert completion.usage.completion_tokens == sum(c["tokens"] for c in same["choices"])
+    streamed = {}
+    finished = {}
+    for chunk in client.completions.create(model=model, prompt=PROMPT, max_tokens=20, n=2,
+                                           seed=11, temperature=1.0, stream=True):
+        for c in chunk.choices:
+            streamed[c.index] = streamed.get(c.index, "") + c.text
+            if c.finish_reason:
+                finished[c.index] = c.finish_reason
+    assert [streamed[i] for i in range(2)] == [c.text for c in completion.choices]
+    assert sorted(finished) == [0, 1]
 
 
 def test_a_stream_is_the_completion_in_chunks_then_the_usage(client, model):
