@@ -18,8 +18,11 @@ import tempfile
 
 import numpy as np
 
-from app.engine.checkpoint import END_OF_TEXT, WeightReader, first_line, open_checkpoint
-from app.engine.types import ModelLoadError
+# The engine's modules import TensorFlow, whose start-up notes (some of which no
+# setting silences) would come before a bad argument's one-line error: they are
+# imported where a checkpoint is really read.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+END_OF_TEXT = "<|endoftext|>"  # as app/engine/checkpoint.py, checked by the tests
 
 FORMATS = ("hf", "gguf")
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
@@ -57,6 +60,10 @@ class ExportError(Exception):
 def open_run(run_dir: str):
     """The checkpoint, its weight reader and its tokenizer files (vocabulary by id, merges)."""
     run_dir = os.path.abspath(run_dir)
+    if not os.path.isdir(run_dir):
+        raise ExportError(f"checkpoint folder {run_dir} does not exist")
+    from app.engine.checkpoint import WeightReader, first_line, open_checkpoint
+    from app.engine.types import ModelLoadError
     try:
         checkpoint = open_checkpoint(os.path.dirname(run_dir), os.path.basename(run_dir))
         reader = WeightReader(checkpoint)
@@ -229,6 +236,8 @@ def export(run_dir: str, output: str, fmt: str, outtype: str = "f32", force: boo
     # notes would come before a bad argument's one-line error.
     from scratch_model import move_into_place
 
+    from app.engine.types import ModelLoadError
+
     build_dir = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output)}.exporting-")
     try:
         if fmt == "hf":
@@ -262,7 +271,6 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def main(argv=None) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notes are not errors
     parser = OneLineParser(description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", help="a gpt-2-simple run folder, e.g. checkpoint/run1")
@@ -278,7 +286,8 @@ def main(argv=None) -> None:
     except ExportError as e:
         parser.exit(1, f"{parser.prog}: error: {e}\n")
     except OSError as e:
-        parser.exit(1, f"{parser.prog}: error: cannot write {args.output}: {first_line(e)}\n")
+        reason = (e.strerror or str(e)).splitlines()[0]
+        parser.exit(1, f"{parser.prog}: error: cannot write {args.output}: {reason}\n")
     print(path)
 
 

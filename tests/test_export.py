@@ -197,3 +197,7 @@ def test_unreadable_weights_leave_nothing_behind(run_dir, tmp_path):
     with pytest.raises(export_model.ExportError):
         export_model.export(str(broken), str(out / "model.gguf"), "gguf", "q8_0")
     assert os.listdir(out) == []
+
+
+def test_the_command_names_the_end_of_text_token_as_the_engine_does():
+    assert export_model.END_OF_TEXT == END_OF_TEXT
