@@ -17,8 +17,6 @@ import time
 
 import requests
 
-from app.engine.faults import FROZEN_SUFFIX
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -211,6 +209,9 @@ class FrozenLoop:
         self.path, self.timeout = path, timeout
 
     def __enter__(self):
+        # Here, not at the top: benchmarks import this module without the project on their path.
+        from app.engine.faults import FROZEN_SUFFIX
+
         marker = self.path + FROZEN_SUFFIX
         with contextlib.suppress(FileNotFoundError):
             os.remove(marker)  # left by a worker killed while held
