@@ -2,7 +2,6 @@
 nor in its group cannot connect to it and skip nginx's limits, while nginx
 (here its workers run as another user than uWSGI) still reaches it."""
 import os
-import socket
 import stat
 import subprocess
 
