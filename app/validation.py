@@ -193,6 +193,8 @@ def parse_generation_body(body) -> GenerationRequest:
             raise ValidationError(f"{name} must be a string, got {_json_kind(body[name])}", name)
     settings = {name: SETTINGS[name].from_json(name, value)
                 for name, value in body.items() if name in SETTINGS}
+    if "stop" in body and body["stop"] is None:  # null means "not given" on /v1 only
+        raise ValidationError("stop must be a string or a list of strings, got null", "stop")
     return GenerationRequest(prefix=_prefix(body),
                              stop=stop_strings(json_stops("stop", body.get("stop"))),
                              **{**REPETITION_DEFAULTS, **settings})

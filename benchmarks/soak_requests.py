@@ -102,7 +102,7 @@ def bad_probes() -> list[Probe]:
         _bad("repeated parameter", "/" + query(("length", 1), ("length", 2)), 400),
         _bad("repeated parameter", "/" + query(("prefix", "a"), ("sample", "b")), 400),
         _bad("callback on a stream", "/stream" + query(("callback", "cb")), 400),
-        _bad("wrong method", "/?prefix=Ash", 405, method="POST"),
+        _bad("POST without a JSON body", "/?prefix=Ash", 415, method="POST"),
         _bad("wrong method", "/healthz", 405, method="DELETE"),
         _bad("oversize body", "/", 413, method="POST", body=b"x" * 4096),
         _bad("unknown path", "/episodes", 404),

@@ -77,6 +77,7 @@ def test_an_empty_body_object_takes_every_default(client, engine):
     ({"prefix": "a", "sample": "b"}, "prefix", "not both"),
     ({"n": 9}, "n", "from 1 to 8"),
     ({"seed": None}, "seed", "got null"),
+    ({"stop": None}, "stop", "got null"),
     ({"lenght": 5}, "lenght", "unknown parameter 'lenght'"),
     ({"callback": "cb"}, "callback", "unknown parameter 'callback'"),
 ])
