@@ -181,7 +181,7 @@ def test_a_full_replicas_503_is_tried_on_the_other(stack):
     for i in range(CAP + QUEUE):
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(path)
-        conn.sendall(uwsgi_packet("/", f"prefix=Hog{i}&length=900&truncate=0&seed=1&no_repeat_ngram_size=0"))
+        conn.sendall(uwsgi_packet("/", f"prefix=Hog{i}&length=900&truncate=0&seed=1"))
         hogs.append(conn)
     try:
         assert wait_for(lambda: held(stack, full) == CAP + QUEUE, timeout=60)

@@ -118,7 +118,7 @@ def test_probes_and_info(stack):
 
 def test_stream_delivers_the_first_piece_before_the_generation_ends(stack):
     import requests
-    with requests.get(stack.url + "/stream?prefix=Ash&length=1023&truncate=0&no_repeat_ngram_size=0", stream=True,
+    with requests.get(stack.url + "/stream?prefix=Ash&length=1023&truncate=0", stream=True,
                       timeout=120) as response:
         assert response.status_code == 200
         assert response.headers["Content-Type"].startswith("text/event-stream")
