@@ -2,20 +2,24 @@
 nginx. A second request waits its turn, a third is refused at once with 503
 and Retry-After, a client that goes away frees its slot, and the page says
 "busy" and lets the user retry when told to."""
+import os
 import threading
 import time
 
 import pytest
 import requests
 
-from service_stack import ServiceStack, read_events
+from service_stack import FrozenLoop, ServiceStack, read_events, short_temp_dir
 
 LONG = "/stream?prefix=Ash&length=1023&truncate=0"
 
 
 @pytest.fixture(scope="module")
 def stack():
-    service = ServiceStack(GENERATION_CONCURRENCY=1, QUEUE_SIZE=1, QUEUE_TIMEOUT=120).start()
+    freeze_file = os.path.join(short_temp_dir("pokegen-freeze-"), "freeze")
+    service = ServiceStack(GENERATION_CONCURRENCY=1, QUEUE_SIZE=1, QUEUE_TIMEOUT=120,
+                           POKEGEN_FAULT_FREEZE_FILE=freeze_file).start()
+    service.freeze_file = freeze_file
     yield service
     assert service.stop() in (0, 143), service.log()
 
@@ -47,6 +51,8 @@ class LongGeneration:
 
 def test_second_request_waits_and_third_is_refused_at_once(stack):
     holder = LongGeneration(stack)
+    # The loop held while we look: a fast CPU writes the holder's tokens in a fraction of a second.
+    frozen = FrozenLoop(stack.freeze_file).__enter__()
     waiting = {}
 
     def second_request():
@@ -67,6 +73,7 @@ def test_second_request_waits_and_third_is_refused_at_once(stack):
     assert stack.get("/stream?prefix=Brock&length=5").status_code == 503
 
     assert "status" not in waiting  # still waiting for the slot
+    frozen.__exit__()
     holder.finish()
     holder_done = time.monotonic()
     waiter.join(timeout=120)

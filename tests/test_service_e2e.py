@@ -2,10 +2,11 @@
 free 127.0.0.1 port over a tiny checkpoint; every request goes through nginx."""
 import json
 import re
+import os
 
 import pytest
 
-from service_stack import ServiceStack, read_events
+from service_stack import FrozenLoop, ServiceStack, read_events, short_temp_dir
 
 
 EPISODE_KEYS = {"text", "prefix", "tokens", "seconds", "model", "finish_reason"}
@@ -13,7 +14,10 @@ EPISODE_KEYS = {"text", "prefix", "tokens", "seconds", "model", "finish_reason"}
 
 @pytest.fixture(scope="module")
 def stack():
-    service = ServiceStack(GENERATION_CONCURRENCY=3, QUEUE_SIZE=8).start()
+    freeze_file = os.path.join(short_temp_dir("pokegen-freeze-"), "freeze")
+    service = ServiceStack(GENERATION_CONCURRENCY=3, QUEUE_SIZE=8,
+                           POKEGEN_FAULT_FREEZE_FILE=freeze_file).start()
+    service.freeze_file = freeze_file
     yield service
     assert service.stop() in (0, 143), service.log()
 
@@ -124,9 +128,11 @@ def test_stream_delivers_the_first_piece_before_the_generation_ends(stack):
         assert response.headers["Content-Type"].startswith("text/event-stream")
         events = read_events(response)
         first_event, first_data = next(events)
-        # The generation is still running when its first piece has come through nginx.
+        # The generation is still running when its first piece has come through nginx
+        # (the loop held, since a fast CPU writes the rest in a fraction of a second).
         assert first_event == "piece" and first_data["text"]
-        assert stack.metric("pokegen_generations_in_flight") >= 1
+        with FrozenLoop(stack.freeze_file):
+            assert stack.metric("pokegen_generations_in_flight") >= 1
         rest = list(events)
     assert rest[-1][0] == "done" and set(rest[-1][1]) == EPISODE_KEYS
     assert all(event == "piece" for event, _ in rest[:-1])
