@@ -200,6 +200,12 @@ def wait_for(condition, timeout: float = 30.0, interval: float = 0.05) -> bool:
     return False
 
 
+# Settings for a stack whose tests watch long generations while they run: every
+# decoding turn waits 3 ms (app/engine/faults.py), so 1000 tokens take seconds
+# rather than the 0.2 s the tiny test model needs on a fast CPU.
+SLOW_TURNS = {"POKEGEN_FAULT_TURN_DELAY": 0.003}
+
+
 class FrozenLoop:
     """The engine's decoding loop held at the start of its next turn, through the
     fault-injection file of app/engine/faults.py, until the block ends. Entering

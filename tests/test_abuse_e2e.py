@@ -20,7 +20,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from service_stack import FrozenLoop, ServiceStack, read_events, short_temp_dir, wait_for
+from service_stack import (SLOW_TURNS, FrozenLoop, ServiceStack, read_events, short_temp_dir,
+                           wait_for)
 
 TOKENS = "pokegen_engine_tokens_generated"
 IN_FLIGHT = "pokegen_generations_in_flight"
@@ -46,7 +47,7 @@ def stack(freeze_file):
                            # One token a step, so that tokens count steps.
                            SPECULATIVE_TOKENS=0,
                            RATE_LIMIT=1000, RATE_BURST=2000, CONNECTION_LIMIT=100,
-                           POKEGEN_FAULT_FREEZE_FILE=freeze_file).start()
+                           POKEGEN_FAULT_FREEZE_FILE=freeze_file, **SLOW_TURNS).start()
     yield service
     assert service.stop() in (0, 143), service.log()
 
@@ -89,6 +90,7 @@ def test_a_client_leaving_get_is_cancelled_within_a_step(stack, freeze_file):
         at_close = stack.metric(TOKENS)
         conn.close()
         time.sleep(2.0)  # nginx drops its upstream connection; the app notices
+    assert at_close - before < 400  # it was still generating when the client left
     assert wait_for(lambda: idle(stack), timeout=30)
     after = stack.metric(TOKENS)
     print(f"GET / of 400 tokens, client gone after {at_close - before:.0f}: "
@@ -132,6 +134,7 @@ def test_a_client_leaving_a_post_is_cancelled_within_a_step(stack, freeze_file, 
         at_close = stack.metric(TOKENS)
         conn.close()
         time.sleep(2.0)  # nginx drops its upstream connection; the app notices
+    assert at_close - before < 400  # it was still generating when the client left
     assert wait_for(lambda: idle(stack), timeout=30)
     after = stack.metric(TOKENS)
     print(f"{route} of 400 tokens, client gone after {at_close - before:.0f}: "

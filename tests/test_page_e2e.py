@@ -15,7 +15,8 @@ import pytest
 import requests
 
 from browser import chromium_page
-from service_stack import FrozenLoop, ServiceStack, read_events, short_temp_dir, wait_for
+from service_stack import (SLOW_TURNS, FrozenLoop, ServiceStack, read_events, short_temp_dir,
+                           wait_for)
 
 TOKENS = "pokegen_engine_tokens_generated"
 IN_FLIGHT = "pokegen_generations_in_flight"
@@ -31,7 +32,7 @@ def freeze_file():
 def stack(freeze_file):
     service = ServiceStack(GENERATION_CONCURRENCY=1, QUEUE_SIZE=0,
                            SPECULATIVE_TOKENS=0,  # one token a step: tokens count steps
-                           POKEGEN_FAULT_FREEZE_FILE=freeze_file).start()
+                           POKEGEN_FAULT_FREEZE_FILE=freeze_file, **SLOW_TURNS).start()
     yield service
     assert service.stop() in (0, 143), service.log()
 

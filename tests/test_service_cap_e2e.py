@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from service_stack import FrozenLoop, ServiceStack, read_events, short_temp_dir
+from service_stack import SLOW_TURNS, FrozenLoop, ServiceStack, read_events, short_temp_dir
 
 LONG = "/stream?prefix=Ash&length=1023&truncate=0"
 
@@ -18,7 +18,7 @@ LONG = "/stream?prefix=Ash&length=1023&truncate=0"
 def stack():
     freeze_file = os.path.join(short_temp_dir("pokegen-freeze-"), "freeze")
     service = ServiceStack(GENERATION_CONCURRENCY=1, QUEUE_SIZE=1, QUEUE_TIMEOUT=120,
-                           POKEGEN_FAULT_FREEZE_FILE=freeze_file).start()
+                           POKEGEN_FAULT_FREEZE_FILE=freeze_file, **SLOW_TURNS).start()
     service.freeze_file = freeze_file
     yield service
     assert service.stop() in (0, 143), service.log()

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from service_stack import FrozenLoop, ServiceStack, read_events, short_temp_dir
+from service_stack import SLOW_TURNS, FrozenLoop, ServiceStack, read_events, short_temp_dir
 
 
 EPISODE_KEYS = {"text", "prefix", "tokens", "seconds", "model", "finish_reason"}
@@ -16,7 +16,7 @@ EPISODE_KEYS = {"text", "prefix", "tokens", "seconds", "model", "finish_reason"}
 def stack():
     freeze_file = os.path.join(short_temp_dir("pokegen-freeze-"), "freeze")
     service = ServiceStack(GENERATION_CONCURRENCY=3, QUEUE_SIZE=8,
-                           POKEGEN_FAULT_FREEZE_FILE=freeze_file).start()
+                           POKEGEN_FAULT_FREEZE_FILE=freeze_file, **SLOW_TURNS).start()
     service.freeze_file = freeze_file
     yield service
     assert service.stop() in (0, 143), service.log()
