@@ -36,6 +36,7 @@ from .cache_pool import CachePool, pages_for
 from .checkpoint import END_OF_TEXT
 from .drafts import PromptLookup
 from .generation import Generation
+from .prefill_budget import PrefillBudget
 from .repetition import RepetitionControl
 from .runner import Segment, StepRunner
 from .sampling import TokenSampler
@@ -51,8 +52,8 @@ log = logging.getLogger("pokegen.engine")
 
 @dataclass
 class SchedulerSettings:
-    # Prompt tokens read per step while other sequences are decoding: each one
-    # adds about one row's work to the step that every running stream waits for.
+    # The most prompt tokens read per step while other sequences are decoding;
+    # fewer when they cost more than a decode step (prefill_budget.py).
     prefill_chunk: int = 16
     # Prompt tokens per step when nobody is decoding (a bound only so that the
     # loop still notices cancellations and new requests between chunks).
@@ -110,6 +111,7 @@ class Scheduler:
         self.on_finish = on_finish or (lambda seconds: None)
         self.retry_after = retry_after or (lambda: 1)
         self.pool = CachePool(runner.pool_size)
+        self.prefill_budget = PrefillBudget(self.settings.prefill_chunk)
         self.starting: deque[Generation] = deque()  # have a slot, wait for pool room
         self.running: list[Sequence] = []
         self.stopping = False
@@ -155,11 +157,15 @@ class Scheduler:
             self.queue.wait_for_work(self._idle_timeout())
             return False
         plan = self.schedule()
+        started = time.perf_counter()
         try:
             logits = self.runner.run(plan, self.pool)
         except Exception as e:  # the decoder is broken: nothing sensible to retry
             self._fail_all(e)
             return False
+        if any(not s.sequence.prefilling for s in plan):
+            self.prefill_budget.observe(time.perf_counter() - started,
+                                        sum(len(s.tokens) for s in plan if s.sequence.prefilling))
         self.update(plan, logits)
         return False
 
@@ -248,7 +254,8 @@ class Scheduler:
             room = min(self.settings.speculative_tokens, seq.limit - seq.produced - 1)
             guess = self._guess(seq, room) if speculate and room > 0 else []
             plan.append(Segment(seq, [seq.last_token, *guess], seq.position, logits="all"))
-        budget = self.settings.prefill_chunk if decoding else self.settings.idle_prefill_chunk
+        budget = (self.prefill_budget.tokens() if decoding and self.runner.ragged
+                  else self.settings.idle_prefill_chunk)
         for seq in self.running:
             if budget <= 0:
                 break
