@@ -9,6 +9,7 @@ import pytest
 import train
 from app.engine import Engine
 from app.engine.admission import GenerationQueue
+from app.engine.cache_pool import CachePool
 from app.engine.generation import Generation
 from app.engine.scheduler import Scheduler
 from app.engine.stops import StopStrings
@@ -45,7 +46,6 @@ class ScriptedRunner:
     """The model's part in a step, played from a script: at each position the
     logits pick the script's next token. The scheduler's own logic is real."""
     ragged = True
-    pool_size = 4096
     n_ctx = 1024
 
     def __init__(self, script, vocab):
@@ -75,7 +75,8 @@ def run_to_the_end(tokenizer, written, request):
     prompt = tokenizer.encode(request.prefix)
     script = tokenizer.encode(written)
     queue = GenerationQueue(1, 0)
-    scheduler = Scheduler(ScriptedRunner(script, 4096), tokenizer, queue, "scripted")
+    scheduler = Scheduler(ScriptedRunner(script, 4096), CachePool(4096), tokenizer, queue,
+                          "scripted")
     generation = Generation(request, prompt, 30)
     queue.submit(generation, 1)
     while not generation.done:

@@ -95,7 +95,8 @@ class Sequence:
 
 
 class Scheduler:
-    def __init__(self, runner: StepRunner, tokenizer: Tokenizer, queue: GenerationQueue,
+    def __init__(self, runner: StepRunner, pool: CachePool, tokenizer: Tokenizer,
+                 queue: GenerationQueue,
                  model_name: str, settings: SchedulerSettings | None = None,
                  on_finish=None, retry_after=None, corpus_drafts: CorpusDrafts | None = None):
         self.runner = runner
@@ -110,7 +111,7 @@ class Scheduler:
         self.corpus_drafts = corpus_drafts  # guesses from the training text, when the run has them
         self.on_finish = on_finish or (lambda seconds: None)
         self.retry_after = retry_after or (lambda: 1)
-        self.pool = CachePool(runner.pool_size)
+        self.pool = pool
         self.prefill_budget = PrefillBudget(self.settings.prefill_chunk)
         self.starting: deque[Generation] = deque()  # have a slot, wait for pool room
         self.running: list[Sequence] = []
