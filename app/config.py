@@ -70,14 +70,13 @@ class Setting:
     def read(self, env: Mapping[str, str], default=None):
         """The value in force: the environment's, checked, or the default."""
         default = self.value if default is None else default
-        raw = env.get(self.name)
         if self.kind in ("integer", "number"):
             return _number(env, self.name, int if self.kind == "integer" else float, default,
                            minimum=self.minimum, maximum=self.maximum,
                            above_minimum=self.above_minimum)
         if self.kind == "choice":
             return _choice(env, self.name, self.choices, default)
-        return raw or default
+        return env.get(self.name) or default
 
 
 SETTINGS = {setting.name: setting for setting in (
@@ -105,7 +104,7 @@ SETTINGS = {setting.name: setting for setting in (
             "native decoder that `make venv` compiles (8.5 bits a weight, a row's logits "
             "independent of its batch on every CPU); `bfloat16` and `float32` the TensorFlow "
             "graph, `float32` bit for bit the checkpoint", "choice",
-            choices=("int8", "bfloat16", "float32")),
+            choices=("bfloat16", "float32", "int8")),
     Setting("POKEGEN_KERNEL", "", (APP,), "one build of the int8 decoder to use (all give the "
             "same logits); unset, the fastest this CPU runs. Checked when the model loads",
             "choice", choices=("avx512", "avx2", "generic")),  # app/engine/native.py's builds
@@ -163,9 +162,10 @@ class Config:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
         env = os.environ if environ is None else environ
+        fields = _config_fields()
         # In the table's order, so that the first bad value is the one reported.
         values = {name.lower(): setting.read(env) for name, setting in SETTINGS.items()
-                  if name.lower() in _config_fields() and name != "STALL_RESTART_AFTER"}
+                  if name.lower() in fields and name != "STALL_RESTART_AFTER"}
         values["stall_restart_after"] = _stall_restart_after(env, values["stall_timeout"])
         return cls(**values)
 
@@ -190,12 +190,11 @@ def export_defaults(env: Mapping[str, str], config: Config) -> str:
     """`export NAME=VALUE` lines that give every setting left unset (or
     empty, where that means the default) its default: the app's as in force,
     so that STALL_RESTART_AFTER still follows STALL_TIMEOUT."""
-    lines = []
+    fields, lines = _config_fields(), []
     for name, setting in SETTINGS.items():
         raw = env.get(name)
         if raw is None or (raw == "" and setting.empty_is_default):
-            value = (getattr(config, name.lower()) if name.lower() in _config_fields()
-                     else setting.default)
+            value = getattr(config, name.lower()) if name.lower() in fields else setting.default
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
             lines.append(f"export {name}={shlex.quote(str(value))}")
