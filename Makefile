@@ -58,6 +58,12 @@ k8s-validate: k8s-tools
 serve: venv
 	scripts/serve.sh
 
+# The README's table of settings, written from app/config.py's SETTINGS (the tests check
+# that it is current).
+.PHONY: settings-docs
+settings-docs: $(STAMP)
+	$(PY) scripts/settings_docs.py
+
 # Offline demo corpus: synthetic episodes served by a local wiki on 127.0.0.1,
 # crawled by the real crawler, prepared into data/demo/train.txt + val.txt.
 demo-data: venv
