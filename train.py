@@ -4,12 +4,12 @@
     python train.py --from-scratch tiny    # no download: a new small model in GPT-2's format
     python train.py --resume               # continue checkpoint/run1 from its last saved step
 
-The loop below is gpt-2-simple's finetune, written out: its model, sampler, data
-sampler and gradient accumulation, with Adam. The run folder is what finetune
-writes (model-<step> checkpoints, `counter`, hparams.json, encoder.json, vocab.bpe),
-so it loads with plain `gpt2.load_gpt2(sess, run_name=...)`. Next to the checkpoint
-goes a model card (`pokegen.json`, see model_card.py). Ctrl-C saves a checkpoint;
-`--resume` goes on from it.
+The loop below does what gpt-2-simple's finetune does, with its pieces (the GPT-2
+model, the window sampler, the text sampler, gradient accumulation) and Adam. The run
+folder is what finetune writes (model-<step> checkpoints, `counter`, hparams.json,
+encoder.json, vocab.bpe), so it loads with plain `gpt2.load_gpt2(sess, run_name=...)`.
+Next to the checkpoint goes a model card (`pokegen.json`, see model_card.py). Ctrl-C
+saves a checkpoint; `--resume` goes on from it.
 """
 
 import os
@@ -49,7 +49,7 @@ from episode_corpus import atomic_write_text
 
 GPT2_FILES = ["checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
               "model.ckpt.index", "model.ckpt.meta", "vocab.bpe"]
-TOKENIZER_FILES = ["hparams.json", "encoder.json", "vocab.bpe"]  # copied into the run, as finetune does
+COPIED_INTO_RUN = ["hparams.json", "encoder.json", "vocab.bpe"]  # from the base model, as finetune does
 WINDOW = 1024  # training windows, as gpt-2-simple's finetune samples them
 EVAL_WINDOWS = 8  # fixed windows per loss evaluation: comparable from step to step
 DOWNLOAD_TIMEOUT_SECONDS = 60
@@ -174,7 +174,7 @@ def prepare_base_model(args, seed):
     return os.path.join(args.model_dir, args.model), {"kind": "gpt2", "model_name": args.model}
 
 
-# --- corpus and settings ---------------------------------------------------------------------
+# --- corpus and loss evaluation ---------------------------------------------------------------
 
 def encode_corpus(enc, path):
     """The corpus as token chunks, encoded the way gpt-2-simple's finetune does it."""
@@ -189,6 +189,36 @@ def evaluation_windows(chunks, count=EVAL_WINDOWS):
         return []
     starts = np.linspace(0, len(tokens) - length, num=min(count, len(tokens) - length + 1)).astype(int)
     return [tokens[start:start + length] for start in sorted(set(starts))]
+
+
+def learning_rate_at(step, settings):
+    """The learning rate for optimizer step `step` (1-based) of the whole run."""
+    peak = settings["learning_rate"]
+    if settings["lr_schedule"] == "constant":
+        return peak
+    total = settings["steps"]
+    warmup = max(1, int(total * WARMUP_FRACTION))
+    if step <= warmup:
+        return peak * step / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# --- training -------------------------------------------------------------------------------
+
+def resolve_hyperparameters(args, previous_card):
+    """Command-line values, else the resumed run's own, else the defaults of its base model."""
+    resumed = (previous_card or {}).get("training", {}) if args.resume else {}
+    base = (previous_card or {}).get("base", {}) if args.resume else {}
+    preset = args.from_scratch or base.get("preset")
+    defaults = SCRATCH_DEFAULTS.get(preset, SCRATCH_DEFAULTS["small"]) if preset else GPT2_DEFAULTS
+    settings = {}
+    for name in HYPERPARAMETERS:
+        value = getattr(args, name)
+        if value is None:
+            value = resumed.get(name, defaults.get(name, 0 if name == "seed" else None))
+        settings[name] = value
+    return settings
 
 
 def load_corpora(enc, args):
@@ -206,36 +236,6 @@ def load_corpora(enc, args):
     return train_chunks, val_chunks, corpus
 
 
-def learning_rate_at(step, settings):
-    """The learning rate for optimizer step `step` (1-based) of the whole run."""
-    peak = settings["learning_rate"]
-    if settings["lr_schedule"] == "constant":
-        return peak
-    total = settings["steps"]
-    warmup = max(1, int(total * WARMUP_FRACTION))
-    if step <= warmup:
-        return peak * step / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def resolve_hyperparameters(args, previous_card):
-    """Command-line values, else the resumed run's own, else the defaults of its base model."""
-    resumed = (previous_card or {}).get("training", {}) if args.resume else {}
-    base = (previous_card or {}).get("base", {}) if args.resume else {}
-    preset = args.from_scratch or base.get("preset")
-    defaults = SCRATCH_DEFAULTS.get(preset, SCRATCH_DEFAULTS["small"]) if preset else GPT2_DEFAULTS
-    settings = {}
-    for name in HYPERPARAMETERS:
-        value = getattr(args, name)
-        if value is None:
-            value = resumed.get(name, defaults.get(name, 0 if name == "seed" else None))
-        settings[name] = value
-    return settings
-
-
-# --- training -------------------------------------------------------------------------------
-
 def train(args):
     """Run one training session; returns (model card, interrupted)."""
     run_dir = os.path.join(args.checkpoint_dir, args.run_name)
@@ -252,7 +252,7 @@ def train(args):
         start_from, base = run_dir, (previous_card or {}).get("base") or {"kind": "unknown"}
     else:
         start_from, base = prepare_base_model(args, settings["seed"])
-        for name in TOKENIZER_FILES:
+        for name in COPIED_INTO_RUN:
             shutil.copyfile(os.path.join(start_from, name), os.path.join(run_dir, name))
     with open(os.path.join(run_dir, "hparams.json")) as f:
         hparams = json.load(f)
@@ -279,14 +279,18 @@ def train(args):
     optimizer = AccumulatingOptimizer(tf.compat.v1.train.AdamOptimizer(learning_rate), weights)
     zero_gradients, add_gradients = optimizer.reset(), optimizer.compute_gradients(loss)
     apply_gradients = optimizer.apply_gradients()  # returns the mean loss of the added batches
-    saver = tf.compat.v1.train.Saver(var_list=weights, max_to_keep=1)  # only GPT-2's own names
+    # Only GPT-2's own names; relative paths in `checkpoint` let the run folder be moved.
+    saver = tf.compat.v1.train.Saver(var_list=weights, max_to_keep=1, save_relative_paths=True)
     summaries = tf.compat.v1.summary.FileWriter(run_dir)  # the loss curve, for TensorBoard
 
     sess = gpt2.start_tf_sess()
     sess.run(tf.compat.v1.global_variables_initializer())
     checkpoint = tf.train.latest_checkpoint(start_from)
     print(f"Loading checkpoint {checkpoint}")
-    saver.restore(sess, checkpoint)
+    try:
+        saver.restore(sess, checkpoint)
+    except (OSError, tf.errors.OpError) as error:
+        raise TrainingError(f"cannot load {checkpoint}: {first_line(error)}") from None
 
     def mean_loss(windows):
         return float(np.mean([sess.run(loss, {context: [w]}) for w in windows])) if windows else None
@@ -309,7 +313,7 @@ def train(args):
         print(f"step {start_step}: val_loss {val_loss:.3f}")
     bar = tqdm(total=last_step, initial=start_step, desc="training", unit="step",
                file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
-    step, avg, interrupted, started = start_step, [0.0, 0.0], False, time.time()
+    step, smoothed, avg_loss, interrupted, started = start_step, (0.0, 0.0), None, False, time.time()
     try:
         try:
             while step < last_step:
@@ -320,17 +324,20 @@ def train(args):
                 rate = learning_rate_at(step + 1, settings)
                 step_loss = float(sess.run(apply_gradients, {learning_rate: rate}))
                 step += 1
-                avg = [avg[0] * 0.99 + step_loss, avg[1] * 0.99 + 1]  # gpt-2-simple's running mean
+                smoothed = (smoothed[0] * 0.99 + step_loss, smoothed[1] * 0.99 + 1)  # as gpt-2-simple's
+                avg_loss = smoothed[0] / smoothed[1]
                 summaries.add_summary(tf.compat.v1.Summary(value=[
                     tf.compat.v1.Summary.Value(tag="loss", simple_value=step_loss)]), step)
                 if step < last_step and step % settings["val_every"] == 0:
                     val_loss = mean_loss(val_windows)
                     if val_loss is not None:
-                        tqdm.write(f"step {step}: loss {step_loss:.2f} avg {avg[0] / avg[1]:.2f} "
+                        tqdm.write(f"step {step}: loss {step_loss:.2f} avg {avg_loss:.2f} "
                                    f"val_loss {val_loss:.3f}")
                 bar.update()
-                bar.set_postfix({"loss": f"{step_loss:.2f}", "avg": f"{avg[0] / avg[1]:.2f}",
-                                 **({"val": f"{val_loss:.3f}"} if val_loss is not None else {})})
+                shown = {"loss": f"{step_loss:.2f}", "avg": f"{avg_loss:.2f}"}
+                if val_loss is not None:
+                    shown["val"] = f"{val_loss:.3f}"
+                bar.set_postfix(shown)
                 if step < last_step and step % settings["save_every"] == 0:
                     save(step)
                 if step < last_step and step % settings["sample_every"] == 0:
@@ -353,7 +360,7 @@ def train(args):
     session = {
         "from_step": start_step, "to_step": step,
         "train_loss": mean_loss(train_windows),
-        "last_avg_loss": avg[0] / avg[1] if step > start_step else None,
+        "last_avg_loss": avg_loss,
         "val_loss_start": val_loss_start,
         "val_loss_end": mean_loss(val_windows),
         "seconds": round(seconds, 1),
@@ -469,6 +476,9 @@ def main(argv=None):
             card, interrupted = train(args)
     except TrainingError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # e.g. an unreadable corpus, or a full disk before training
+        print(f"train.py: error: {first_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\ntrain.py: interrupted; checkpoints already saved in {run_dir} are kept", file=sys.stderr)

@@ -100,6 +100,8 @@ def test_run_folder_has_gpt2_layout_and_tokenizer(trained_run):
             "model-4.index", "model-4.meta", "model-4.data-00000-of-00001"} <= names
     assert (run_dir / "counter").read_text().strip() == "4"
     assert tf.train.latest_checkpoint(str(run_dir)).endswith("model-4")
+    # Relative to the folder, so the run still loads after it is moved or copied.
+    assert 'model_checkpoint_path: "model-4"\n' in (run_dir / "checkpoint").read_text()
 
     hparams = json.loads((run_dir / "hparams.json").read_text())
     assert hparams == scratch_model.PRESETS["tiny"] and hparams["n_ctx"] == 1024
@@ -254,6 +256,16 @@ def test_resume_recovers_the_step_from_the_checkpoint_when_the_counter_is_broken
     assert [(h["from_step"], h["to_step"]) for h in history] == [(0, 4), (4, 6)]
 
 
+def test_resuming_a_damaged_checkpoint_is_one_line(trained_run, corpus, tmp_path, capsys):
+    shutil.copytree(trained_run / "checkpoint", tmp_path / "checkpoint")
+    weights = tmp_path / "checkpoint" / "run1" / "model-4.data-00000-of-00001"
+    weights.write_bytes(weights.read_bytes()[:1000])  # cut short, as by a copy that failed
+    assert train.main(tiny_args(corpus, tmp_path, "--resume", "--steps", "6")) == 1
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    assert re.fullmatch(r"train.py: error: cannot load .*model-4: .+", error.strip().splitlines()[-1])
+
+
 def limit_file_size(limit_bytes):
     def apply():
         # A full disk as the kernel reports it to one process: writes past the
@@ -355,6 +367,20 @@ def test_too_small_corpus_is_a_clear_error(tmp_path, capsys):
     assert exit_code == 1
     assert "too small" in capsys.readouterr().err
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoint" / "run1")) is None
+
+
+def test_a_trained_run_in_the_model_folder_is_never_replaced(corpus, tmp_path, capsys):
+    # --from-scratch builds its new model in --model-dir/scratch-<preset>.
+    held = tmp_path / "models" / "scratch-tiny"
+    held.mkdir(parents=True)
+    (held / "hparams.json").write_text(json.dumps(scratch_model.PRESETS["tiny"]))
+    (held / "counter").write_text("7\n")
+    exit_code = train.main(tiny_args(corpus, tmp_path, "--steps", "2"))
+    assert exit_code == 1
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    assert error.strip().splitlines()[-1].startswith("train.py: error:") and "--model-dir" in error
+    assert sorted(os.listdir(held)) == ["counter", "hparams.json"]
 
 
 def test_missing_dataset_is_a_usage_error(tmp_path, capsys):
