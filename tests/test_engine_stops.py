@@ -121,7 +121,7 @@ def delimited_model(tmp_path_factory):
                                              for _ in range(3000))]
     (work / "train.txt").write_text("".join(episodes), encoding="utf-8")
     cwd = os.getcwd()
-    os.chdir(work)  # gpt-2-simple writes a samples/ folder into the working directory
+    os.chdir(work)  # train.py writes a samples/ folder into the working directory
     try:
         assert train.main(["--from-scratch", "tiny", "--dataset", str(work / "train.txt"),
                            "--val-dataset", "", "--checkpoint-dir", str(work / "checkpoint"),
