@@ -162,7 +162,7 @@ class Slowloris:
                 lines = 0
                 while not stop.is_set():
                     try:
-                        # An answer (408) or the end of the stream: the server let go.
+                        # Anything read, or the end of the stream: the server let go.
                         await asyncio.wait_for(reader.read(4096), self.trickle)
                         self.held.append(time.monotonic() - opened_at)
                         break
