@@ -111,7 +111,6 @@ class LeftStreams:
 class SoakReport:
     base_url: str
     capacity: dict            # "decoding", "waiting"
-    concurrency: int
     deadline: float
     wall_seconds: float
     scenarios: list
@@ -300,7 +299,7 @@ def run_soak(base_url: str, rss: Optional[Callable[[], int]] = None, *, sizes: S
     wall = time.monotonic() - started
     rss_end = rss() if rss else None
     return SoakReport(
-        base_url=url, capacity=capacity, concurrency=concurrency, deadline=deadline,
+        base_url=url, capacity=capacity, deadline=deadline,
         wall_seconds=wall, scenarios=scenarios, left=left, health=health, slowloris=slowloris,
         rss_start=rss_start, rss_end=rss_end,
         rss_peak=max(sampler.peak, rss_start or 0, rss_end or 0) if rss else None,
