@@ -90,8 +90,8 @@ def flood_probes(count: int, seed: int) -> list[Probe]:
     return probes
 
 
-def _padding(count: int, size: int, name: str = "X-Pad") -> tuple:
-    return tuple((f"{name}-{i}", "p" * size) for i in range(count))
+def _padding(count: int, size: int) -> tuple:
+    return tuple((f"X-Pad-{i}", "p" * size) for i in range(count))
 
 
 # Heads over a limit of nginx (one header over its 16 kB buffer, all of them
