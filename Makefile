@@ -92,9 +92,12 @@ compose-up: venv
 compose-down:
 	scripts/docker/compose-down.sh
 
-# Soak the real stack (benchmarks/soak.py): 1,000 valid and hostile requests at 16 concurrent on
-# a tiny model; checks deadlines, status rules and memory, prints the figures (latest ones in
-# docs/reliability.md). SOAK_ARGS passes options, e.g. SOAK_ARGS="--requests 5000".
+# Soak the real stack through nginx (benchmarks/soak.py) on a tiny model, a few minutes: 1,000
+# valid and hostile requests at 16 concurrent, 256-token episodes at twice the capacity, HEAD,
+# streams left midway, floods of long prefixes and oversized heads, with a /healthz probe and
+# slowloris connections throughout; checks deadlines, status rules, freed slots and memory, and
+# prints the figures (latest ones in docs/reliability.md). SOAK_ARGS passes options, e.g.
+# SOAK_ARGS="--requests 5000".
 .PHONY: soak
 soak: venv system-packages
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)
