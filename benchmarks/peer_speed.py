@@ -63,8 +63,9 @@ class Row:
 
 # ------------------------------------------------------------------ models
 
-def run_checked(command: list[str], what: str) -> str:
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+def run_checked(command: list[str], what: str, env: dict | None = None) -> str:
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         raise RuntimeError(f"{what}: {last}")
@@ -103,15 +104,16 @@ def ct2_convert(hf_dir: str, output: str, quantization: str) -> str:
 # ------------------------------------------------------------------ peers
 
 def measure_pokegen(checkpoint_dir: str, streams: list[int], length: int, rounds: int,
-                    drafts: bool = True) -> Row:
-    """The engine in-process; with drafts=False, speculation off (the engine's own speed)."""
+                    drafts: bool = True, kernel: str = "") -> Row:
+    """The engine in-process; with drafts=False, speculation off (the engine's own speed);
+    with a kernel, that build of the int8 decoder forced (POKEGEN_KERNEL)."""
     out = run_checked([sys.executable, os.path.join(HERE, "engine_speed.py"), "--checkpoint-dir",
                        checkpoint_dir, "--run-name", RUN_NAME, "--concurrency", ",".join(map(str, streams)),
                        "--length", str(length), "--rounds", str(rounds), "--threads", "2", "--json",
                        *([] if drafts else ["--speculative-tokens", "0"])],
-                      "engine_speed.py failed")
+                      "engine_speed.py failed", env={"POKEGEN_KERNEL": kernel} if kernel else None)
     weights = re.search(r"(\w+) weights", out)
-    row = Row("pokegen engine" + ("" if drafts else ", no drafts"),
+    row = Row("pokegen engine" + (f" ({kernel})" if kernel else "") + ("" if drafts else ", no drafts"),
               weights.group(1) if weights else "engine default",
               "engine_speed.py" + ("" if drafts else " --speculative-tokens 0"), parse_engine_rates(out))
     acceptance = parse_engine_acceptance(out)
@@ -213,9 +215,13 @@ def format_table(rows: list[Row], streams: list[int]) -> str:
     return "\n".join(lines)
 
 
-def cpu_description() -> str:
+def cpu_flags() -> list[str]:
     with open("/proc/cpuinfo") as f:
-        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+
+
+def cpu_description() -> str:
+    flags = cpu_flags()
     sets = [name for flag, name in (("avx2", "AVX2"), ("fma", "FMA"), ("avx512f", "AVX-512"),
                                     ("avx512_vnni", "VNNI"), ("avx512_bf16", "BF16"), ("amx_tile", "AMX"))
             if flag in flags]
@@ -258,6 +264,9 @@ def main() -> None:
         for drafts in (True, False):
             rows.append(attempt(Row("pokegen engine", "-"), lambda row, drafts=drafts: measure_pokegen(
                 args.checkpoint_dir, streams, args.length, args.rounds, drafts)))
+        if "avx512f" in cpu_flags():  # the build an AVX2-only CPU (the t2.medium) would run
+            rows.append(attempt(Row("pokegen engine (avx2)", "-"), lambda row: measure_pokegen(
+                args.checkpoint_dir, streams, args.length, args.rounds, kernel="avx2")))
     if "llama" in chosen:
         models = {t: export(run_dir, os.path.join(exports, f"model-{t}.gguf"), "gguf", t) for t in GGUF_TYPES}
         rows += measure_llama(models, streams, args.length, args.rounds)
