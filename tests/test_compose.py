@@ -21,7 +21,9 @@ import time
 import pytest
 import requests
 
-from service_stack import ROOT, tiny_checkpoint_dir
+from service_stack import ROOT
+
+pytestmark = pytest.mark.docker
 
 PORT = 5000
 URL = f"http://127.0.0.1:{PORT}"
@@ -58,11 +60,11 @@ def run_script(name: str, env: dict, log_path: str, timeout: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(tiny_checkpoint):
     if port_in_use(PORT):
         pytest.fail(f"port {PORT} is already in use on 127.0.0.1: stop what listens there "
                     f"(make compose-down, or a running `make serve`) and run again")
-    checkpoint_dir = tiny_checkpoint_dir()
+    checkpoint_dir = tiny_checkpoint
     os.chmod(checkpoint_dir, 0o755)  # the app runs as an unprivileged user in its container
     work_dir = tempfile.mkdtemp(prefix="pokegen-compose-")
     env = {

@@ -30,11 +30,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from service_stack import ROOT, free_port, tiny_checkpoint_dir, wait_for
+from service_stack import ROOT, free_port, wait_for
 from test_compose import SCRIPTS, run_script
 
 sys.path.insert(0, SCRIPTS)
 from uwsgi_readyz import response, uwsgi_packet  # noqa: E402  (the image's own uWSGI client)
+
+pytestmark = pytest.mark.docker
 
 PROJECT = "pokegen-scale-test"
 CAP, QUEUE = 3, 4  # each replica's GENERATION_CONCURRENCY and QUEUE_SIZE
@@ -43,9 +45,9 @@ LOG_LINE = re.compile(r'"GET (?P<uri>\S+) HTTP/[\d.]+" (?P<status>\d{3}) .*'
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(tiny_checkpoint):
     port = free_port()
-    checkpoint_dir = tiny_checkpoint_dir()
+    checkpoint_dir = tiny_checkpoint
     os.chmod(checkpoint_dir, 0o755)  # the app runs as an unprivileged user in its container
     work_dir = tempfile.mkdtemp(prefix="pokegen-scale-")
     env = {

@@ -71,6 +71,7 @@ def test_local_wiki_pages_404_and_fault_validation():
     assert main.status_code == 200 and 'href="/wiki/EP001"' in main.text
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_local_wiki_command_serves_and_stops_on_a_signal(stop_signal):
     process = subprocess.Popen([sys.executable, "-m", "demo.local_wiki", "--port", "0"],
@@ -88,6 +89,7 @@ def test_local_wiki_command_serves_and_stops_on_a_signal(stop_signal):
     assert process.returncode == 0 and "Traceback" not in stderr
 
 
+@pytest.mark.e2e
 def test_offline_build_crawls_the_local_wiki_and_prepares_the_corpus(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "demo.build_demo_data", "--series", "EP:12,DP:8",

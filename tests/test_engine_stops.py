@@ -14,7 +14,6 @@ from app.engine.scheduler import Scheduler
 from app.engine.stops import StopStrings
 from app.engine.text import Tokenizer
 from app.engine.types import GenerationRequest
-from engine_models import make_run
 
 DELIMITER = "<|endoftext|>"
 
@@ -66,9 +65,8 @@ class ScriptedRunner:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    run_dir = make_run(str(tmp_path_factory.mktemp("checkpoint")))
-    return Tokenizer(run_dir, 4096)
+def tokenizer(tiny_checkpoint):
+    return Tokenizer(os.path.join(tiny_checkpoint, "run1"), 4096)
 
 
 def run_to_the_end(tokenizer, written, request):
@@ -136,6 +134,7 @@ def delimited_model(tmp_path_factory):
     engine.close()
 
 
+@pytest.mark.slow
 def test_a_model_trained_on_delimited_episodes_stops_at_the_delimiter(delimited_model):
     def episodes(**options):
         generations = [delimited_model.submit(GenerationRequest(

@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 
 import export_model
 from app.engine.checkpoint import END_OF_TEXT, WeightReader, open_checkpoint
-from engine_models import make_run, perturb_weights
+from engine_models import copy_tiny_run, perturb_weights
 from test_engine_forward import reference_logits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +25,7 @@ LOGITS_TOLERANCE = 1e-4  # absolute; the perturbed model's logits reach a few un
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     checkpoint_dir = str(tmp_path_factory.mktemp("checkpoint"))
-    run_dir = make_run(checkpoint_dir)
+    run_dir = copy_tiny_run(checkpoint_dir)
     perturb_weights(run_dir)  # layer norms and biases away from 1 and 0, so each one counts
     return run_dir
 

@@ -6,9 +6,8 @@ import sys
 import numpy as np
 
 from app.engine.checkpoint import open_checkpoint
-from engine_models import perturbed_model
+from engine_models import perturbed_model, reference_logits
 from service_stack import ROOT
-from test_engine_forward import reference_logits
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import grow_model  # noqa: E402

@@ -6,20 +6,22 @@ import os
 
 import pytest
 
-from service_stack import SLOW_TURNS, FrozenLoop, ServiceStack, read_events, short_temp_dir
+from live_generation import SLOW_TURNS, FrozenLoop, read_events
+from service_stack import short_temp_dir
+
+pytestmark = pytest.mark.e2e
 
 
 EPISODE_KEYS = {"text", "prefix", "tokens", "seconds", "model", "finish_reason"}
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(start_stack):
     freeze_file = os.path.join(short_temp_dir("pokegen-freeze-"), "freeze")
-    service = ServiceStack(GENERATION_CONCURRENCY=3, QUEUE_SIZE=8,
-                           POKEGEN_FAULT_FREEZE_FILE=freeze_file, **SLOW_TURNS).start()
+    service = start_stack(GENERATION_CONCURRENCY=3, QUEUE_SIZE=8,
+                          POKEGEN_FAULT_FREEZE_FILE=freeze_file, **SLOW_TURNS)
     service.freeze_file = freeze_file
-    yield service
-    assert service.stop() in (0, 143), service.log()
+    return service
 
 
 def test_json_answer_with_cors(stack):

@@ -7,7 +7,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from service_stack import ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 LEVELS = (1, 3, 8, 16)
 QUICK_LENGTH = 24

@@ -8,21 +8,21 @@ import sys
 
 import pytest
 
-from service_stack import ROOT, ServiceStack
+from service_stack import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from soak import format_report, run_soak, stack_rss  # noqa: E402
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(start_stack):
     # One client address stands for sixteen users: the per-client limits
     # (tested on their own) are opened up, as `make soak` does.
-    service = ServiceStack(GENERATION_CONCURRENCY=3, QUEUE_SIZE=16, RATE_LIMIT=1000,
-                           RATE_BURST=2000, CONNECTION_LIMIT=1000,
-                           CLIENT_GENERATION_LIMIT=1000).start()
-    yield service
-    assert service.stop() in (0, 143), service.log()
+    return start_stack(GENERATION_CONCURRENCY=3, QUEUE_SIZE=16, RATE_LIMIT=1000,
+                       RATE_BURST=2000, CONNECTION_LIMIT=1000,
+                       CLIENT_GENERATION_LIMIT=1000)
 
 
 def test_a_short_soak_keeps_every_rule(stack):

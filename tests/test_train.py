@@ -7,7 +7,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +19,10 @@ import tensorflow as tf
 import model_card
 import scratch_model
 import train
+from service_stack import free_port
 from signals import interruptible
+
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEROES = ["Ash", "Misty", "Brock", "May", "Dawn", "Serena", "Team Rocket", "Professor Oak"]
@@ -277,15 +279,9 @@ def test_resume_needs_an_existing_run(corpus, tmp_path, capsys):
     assert "nothing to resume" in capsys.readouterr().err
 
 
-def closed_local_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_gpt2_without_weights_or_network_fails_with_one_clear_line(corpus, tmp_path, monkeypatch, capsys):
     # Every download goes to a closed port on this machine: it fails at once, offline or not.
-    proxy = f"http://127.0.0.1:{closed_local_port()}"
+    proxy = f"http://127.0.0.1:{free_port()}"
     for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]:
         monkeypatch.setenv(name, proxy)
     for name in ["NO_PROXY", "no_proxy"]:
@@ -308,7 +304,7 @@ def test_gpt2_path_uses_weights_already_in_models_without_downloading(corpus, tm
     # A stand-in for the downloaded 124M: the same seven files, a tiny shape.
     scratch_model.create_model_dir(str(tmp_path / "models" / "124M"), "tiny", corpus_files=[str(corpus / "train.txt")])
     for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]:
-        monkeypatch.setenv(name, f"http://127.0.0.1:{closed_local_port()}")  # any download would fail
+        monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}")  # any download would fail
     monkeypatch.chdir(tmp_path)
 
     exit_code = train.main(["--model", "124M", "--dataset", str(corpus / "train.txt"), "--steps", "2",

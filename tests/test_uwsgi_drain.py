@@ -8,16 +8,16 @@ import time
 
 import pytest
 
-from service_stack import ROOT, ServiceStack, wait_for
+from service_stack import ROOT, wait_for
+
+pytestmark = pytest.mark.e2e
 
 DRAIN = os.path.join(ROOT, "scripts", "docker", "uwsgi_drain.py")
 
 
 @pytest.fixture(scope="module")
-def stack():
-    service = ServiceStack().start()
-    yield service
-    service.stop()
+def stack(start_stack):
+    return start_stack()
 
 
 def drain(stack, settle: float = 0.0) -> subprocess.CompletedProcess:
