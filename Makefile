@@ -7,10 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv test system-packages serve demo-data
 
-$(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt
+# The project itself goes in last, editable (pyproject.toml): its modules import each other by
+# package name from anywhere, the source tree stays what runs.
+$(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-dev.txt
 	$(VENV)/bin/pip install -q --no-deps -r requirements-nodeps.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
 # The engine's kernels: the bfloat16 TensorFlow op, compiled against the installed TensorFlow,

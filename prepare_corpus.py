@@ -23,7 +23,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from episode_corpus import atomic_write_text, episode_sort_key
+from pokegen.atomic_files import atomic_write_text
+from pokegen.episode_codes import episode_sort_key
 
 DELIMITER = "<|endoftext|>"
 DEFAULT_IN = Path("data/pokeCorpusBulba")

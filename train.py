@@ -6,7 +6,7 @@
 
 Both paths end in gpt-2-simple's own `finetune`, so the run folder loads with plain
 `gpt2.load_gpt2(sess, run_name=...)`. Next to the checkpoint goes a model card
-(`pokegen.json`, see model_card.py). Ctrl-C saves a checkpoint; `--resume` goes on from it.
+(`pokegen.json`, see pokegen/model_card.py). Ctrl-C saves a checkpoint; `--resume` goes on from it.
 """
 
 import os
@@ -38,10 +38,9 @@ import requests
 import tensorflow as tf
 from tqdm import tqdm
 
-import model_card
-import scratch_model
 from app.engine import corpus_drafts
-from episode_corpus import atomic_write_text
+from pokegen import model_card, new_model
+from pokegen.atomic_files import atomic_write_text
 
 GPT2_FILES = ["checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
               "model.ckpt.index", "model.ckpt.meta", "vocab.bpe"]
@@ -185,7 +184,7 @@ def prepare_base_model(args, seed, run_dir, previous_card, workdir):
         model_name = f"scratch-{args.from_scratch}"
         print(f"Building a new {args.from_scratch} model in {os.path.join(args.model_dir, model_name)} "
               f"(tokenizer trained on {args.dataset})")
-        scratch_model.create_model_dir(os.path.join(args.model_dir, model_name), args.from_scratch,
+        new_model.create_model_dir(os.path.join(args.model_dir, model_name), args.from_scratch,
                                        corpus_files=[args.dataset], seed=seed)
         return args.model_dir, model_name, {"kind": "scratch", "preset": args.from_scratch}
     ensure_gpt2_weights(args.model_dir, args.model)
@@ -515,8 +514,8 @@ def parse_args(argv=None):
                "reuses the run's. --steps counts the run's total, so a resumed run stops there too.")
     base = parser.add_mutually_exclusive_group()
     base.add_argument("--model", default="124M", help="GPT-2 to fine-tune: 124M (default), 355M, ...")
-    base.add_argument("--from-scratch", choices=list(scratch_model.PRESETS), metavar="PRESET",
-                      help=f"train a new model instead of GPT-2: {', '.join(scratch_model.PRESETS)}")
+    base.add_argument("--from-scratch", choices=list(new_model.PRESETS), metavar="PRESET",
+                      help=f"train a new model instead of GPT-2: {', '.join(new_model.PRESETS)}")
     parser.add_argument("--dataset", default="data/train.txt", help="training text (default: %(default)s)")
     parser.add_argument("--val-dataset", help="validation text; its loss is printed every --val-every "
                         "steps (default: data/val.txt when it exists and --dataset is the "

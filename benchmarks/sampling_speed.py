@@ -20,11 +20,10 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from app.engine import sampling
+from app.engine.sampling import TokenSampler
 
-from app.engine import sampling  # noqa: E402
-from app.engine.sampling import TokenSampler  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 VOCAB = 50257
 

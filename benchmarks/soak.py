@@ -29,11 +29,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from benchmarks.soak_requests import OVERLOADED, Probe, problem_with, request_mix
+from benchmarks.speed_client import PeakSampler
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-from soak_requests import OVERLOADED, Probe, problem_with, request_mix  # noqa: E402
-from speed_client import PeakSampler  # noqa: E402
 
 RSS_TOLERANCE = 0.05
 
@@ -300,8 +300,7 @@ def main() -> int:
 
 
 def _soak_own_stack(args, soak: dict) -> SoakReport:
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from service_stack import ServiceStack
+    from pokegen.service_stack import ServiceStack
 
     settings = dict(GENERATION_CONCURRENCY=args.generation_concurrency,
                     QUEUE_SIZE=args.queue_size, RATE_LIMIT=args.rate_limit,

@@ -29,7 +29,7 @@ from demo.wiki_markup import (
     render_main_page,
     render_missing_page,
 )
-from episode_corpus import default_codes
+from pokegen.episode_codes import default_codes
 
 FAULTS = {
     "503-once": "answer 503 Service Unavailable to the first request",

@@ -14,8 +14,8 @@ import pytest
 from app import create_app
 from app.config import Config
 from engine_double import EngineDouble
-from engine_models import started_engine
-from service_stack import ServiceStack, short_temp_dir, tiny_checkpoint_dir, wait_for
+from engine_models import perturbed_copy, started_engine
+from pokegen.service_stack import ServiceStack, short_temp_dir, tiny_checkpoint_dir, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -34,6 +34,13 @@ def engine(tiny_checkpoint):
     engine = started_engine(tiny_checkpoint, max_batch=3, max_queue=4)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="module")
+def perturbed_model(tmp_path_factory):
+    """A copy of the tiny run with every weight perturbed, so that a forward pass that
+    mishandles any weight gives other logits: (checkpoint_dir, checkpoint, tokenizer)."""
+    return perturbed_copy(str(tmp_path_factory.mktemp("perturbed")))
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Checkpoints and engines for the engine tests: private copies of the session's tiny run
 (conftest.py's tiny_checkpoint), copies with every weight perturbed, and gpt-2-simple's own
-logits to compare with."""
+logits and the engine graph's own to compare."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,11 @@ import shutil
 
 import numpy as np
 
-from service_stack import tiny_checkpoint_dir
+from pokegen.service_stack import tiny_checkpoint_dir
+
+
+# What the forward-pass tests read, and compare logits on.
+PROMPT = "Ash and Pikachu reach Viridian City, where Nurse Joy heals the injured Pokemon."
 
 
 def copy_tiny_run(checkpoint_dir: str, run_name: str = "run1") -> str:
@@ -29,7 +33,7 @@ def started_engine(checkpoint_dir: str, **options):
     return engine
 
 
-def perturbed_model(checkpoint_dir: str):
+def perturbed_copy(checkpoint_dir: str):
     """A tiny run with every weight perturbed: (checkpoint_dir, checkpoint, tokenizer)."""
     from app.engine.checkpoint import open_checkpoint
     from app.engine.text import Tokenizer
@@ -87,3 +91,14 @@ def reference_logits(checkpoint, tokens, weight_dtype="float32"):
                         rounded = sess.run(var).astype(ml_dtypes.bfloat16).astype(np.float32)
                         var.load(rounded, sess)
             return sess.run(output["logits"], {context: [tokens]})[0]
+
+
+def at(base, positions):
+    """Pool places of a sequence stored contiguously from `base`."""
+    return np.asarray(positions, np.int32) + base
+
+
+def prompt_logits(graph, tokens, base, all_logits=False):
+    places = at(base, np.arange(len(tokens)))[None]
+    return graph.forward(np.array([tokens]), np.arange(len(tokens))[None], places, places,
+                         all_logits=all_logits)

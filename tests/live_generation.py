@@ -8,7 +8,7 @@ import os
 
 import requests
 
-from service_stack import wait_for
+from pokegen.service_stack import wait_for
 
 # Every decoding turn slowed a little, so that a long generation is still running when a test
 # looks at it, however fast the CPU writes the tiny test model's tokens.

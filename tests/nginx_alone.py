@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from service_stack import ROOT, free_port, short_temp_dir, wait_for
+from pokegen.service_stack import ROOT, free_port, short_temp_dir, wait_for
 
 RENDER = os.path.join(ROOT, "scripts", "render-nginx-config.sh")
 

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from live_generation import SLOW_TURNS, FrozenLoop, read_events
-from service_stack import ServiceStack, short_temp_dir, wait_for
+from pokegen.service_stack import ServiceStack, short_temp_dir, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -21,7 +21,7 @@ import time
 import pytest
 import requests
 
-from service_stack import ROOT
+from pokegen.service_stack import ROOT
 
 pytestmark = pytest.mark.docker
 

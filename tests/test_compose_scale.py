@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from service_stack import ROOT, free_port, wait_for
+from pokegen.service_stack import ROOT, free_port, wait_for
 from test_compose import SCRIPTS, run_script
 
 sys.path.insert(0, SCRIPTS)

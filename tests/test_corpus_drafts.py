@@ -9,7 +9,7 @@ import numpy as np
 from app.engine.corpus_drafts import TABLE_NAME, CorpusDrafts, build_table, write_table
 from app.engine.text import Tokenizer
 from engine_models import copy_tiny_run
-from service_stack import ROOT
+from pokegen.service_stack import ROOT
 
 
 def test_the_likeliest_next_token_is_proposed_three_then_two_tokens_back():

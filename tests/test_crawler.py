@@ -17,7 +17,6 @@ import requests
 from bs4 import BeautifulSoup
 
 import crawler_bulbapedia as crawler
-import episode_corpus
 from demo.local_wiki import LocalWiki
 from demo.synthetic_episodes import generate_episodes
 from demo.wiki_markup import (
@@ -28,10 +27,10 @@ from demo.wiki_markup import (
     expected_plot_text,
     render_episode_page,
 )
-from service_stack import free_port, wait_for
+from pokegen import atomic_files
+from pokegen.service_stack import ROOT, free_port, wait_for
 from signals import interruptible
 
-ROOT = Path(__file__).resolve().parent.parent
 CODES = [f"EP{n:03d}" for n in range(1, 9)]
 # Small timeouts and backoff keep the fault tests fast; the defaults are polite.
 FAST = dict(timeout=1.0, retries=2, backoff=0.01, max_bytes=1 * 2**20)
@@ -290,9 +289,9 @@ def test_interrupted_write_leaves_old_content_and_no_temp_file(tmp_path, monkeyp
     def interrupted(fd):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(episode_corpus.os, "fsync", interrupted)
+    monkeypatch.setattr(atomic_files.os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        episode_corpus.atomic_write_text(target, "half of a new plot")
+        atomic_files.atomic_write_text(target, "half of a new plot")
     assert target.read_text(encoding="utf-8") == "complete old plot\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["EP001.txt"]
 

@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import requests
@@ -19,10 +18,10 @@ from demo.synthetic_episodes import (
     generate_episodes,
     plain_text,
 )
-from episode_corpus import default_codes, parse_episode_list, parse_series
+from pokegen.episode_codes import default_codes, parse_episode_list, parse_series
+from pokegen.service_stack import ROOT
 from signals import interruptible
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_default_codes_are_the_original_series():

@@ -7,7 +7,7 @@ import pytest
 
 from app.engine import Busy, GenerationRequest
 from engine_models import started_engine
-from service_stack import wait_for
+from pokegen.service_stack import wait_for
 
 LONG = dict(length=1000, stop_at_end=False)  # long enough to still run while we look
 

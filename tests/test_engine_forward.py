@@ -8,21 +8,13 @@ from app.engine.checkpoint import WeightReader
 from app.engine.graph import DecoderGraph
 from app.engine import native
 from app.engine.native import NativeDecoder
-from engine_models import perturbed_model, reference_logits
-
-PROMPT = "Ash and Pikachu reach Viridian City, where Nurse Joy heals the injured Pokemon."
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return perturbed_model(str(tmp_path_factory.mktemp("checkpoint")))
-
+from engine_models import PROMPT, at, prompt_logits, reference_logits
 
 # Weights as the engine serves them (bfloat16, the packed kernel), as the
 # checkpoint holds them (float32), and as the int8 native decoder holds them.
 @pytest.fixture(scope="module", params=["bfloat16", "float32", "int8"])
-def run(request, model):
-    checkpoint_dir, checkpoint, tokenizer = model
+def run(request, perturbed_model):
+    checkpoint_dir, checkpoint, tokenizer = perturbed_model
     if request.param == "int8":
         graph = NativeDecoder(checkpoint.hparams, pool_size=3 * 1024, threads=2,
                               cache_dtype="float32")
@@ -38,17 +30,6 @@ def graph_is_batch_variant_here(graph) -> bool:
     """The TensorFlow paths keep rows independent only where AVX-512 is present
     (measured: on an AVX2-only AMD EPYC they do not)."""
     return graph.weight_dtype != "int8" and "avx512f" not in native.cpu_flags()
-
-
-def at(base, positions):
-    """Pool places of a sequence stored contiguously from `base`."""
-    return np.asarray(positions, np.int32) + base
-
-
-def prompt_logits(graph, tokens, base, all_logits=False):
-    places = at(base, np.arange(len(tokens)))[None]
-    return graph.forward(np.array([tokens]), np.arange(len(tokens))[None], places, places,
-                         all_logits=all_logits)
 
 
 def test_prompt_logits_match_gpt2_simple(run):

@@ -14,10 +14,9 @@ from safetensors.numpy import load_file
 
 import export_model
 from app.engine.checkpoint import END_OF_TEXT, WeightReader, open_checkpoint
-from engine_models import copy_tiny_run, perturb_weights
-from test_engine_forward import reference_logits
+from engine_models import copy_tiny_run, perturb_weights, reference_logits
+from pokegen.service_stack import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENS = [314, 265, 317, 375, 287, 220, 53, 72, 81, 72, 67, 72, 64, 77, 220, 34, 274, 88]
 LOGITS_TOLERANCE = 1e-4  # absolute; the perturbed model's logits reach a few units
 

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from service_stack import ServiceStack, short_temp_dir, wait_for
+from pokegen.service_stack import ServiceStack, short_temp_dir, wait_for
 
 pytestmark = pytest.mark.e2e
 

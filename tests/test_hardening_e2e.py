@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from nginx_alone import nginx_alone
-from service_stack import short_temp_dir
+from pokegen.service_stack import short_temp_dir
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from nginx_alone import rendered_upstream_timeouts
-from service_stack import ROOT
+from pokegen.service_stack import ROOT
 
 K8S = os.path.join(ROOT, "k8s")
 TOOLS = os.path.join(ROOT, "build", "k8s-venv", "bin")

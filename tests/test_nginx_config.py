@@ -9,7 +9,7 @@ import yaml
 
 from app.config import Config
 from nginx_alone import nginx_alone, rendered_upstream_timeouts
-from service_stack import ROOT, short_temp_dir
+from pokegen.service_stack import ROOT, short_temp_dir
 
 pytestmark = pytest.mark.e2e
 

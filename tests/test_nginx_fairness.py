@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from nginx_alone import hold_many, nginx_alone
-from service_stack import short_temp_dir
+from pokegen.service_stack import short_temp_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -95,7 +95,7 @@ def test_forwarded_addresses_count_only_from_trusted_proxies(echo_socket):
 
 
 def test_a_bad_address_list_is_a_one_line_error():
-    from service_stack import ROOT
+    from pokegen.service_stack import ROOT
     for name in ("TRUSTED_PROXIES", "INTERNAL_ADDRESSES"):
         rendered = subprocess.run([os.path.join(ROOT, "scripts", "render-nginx-config.sh")],
                                   env={**os.environ, "RUN_DIR": short_temp_dir("pokegen-bad-"),

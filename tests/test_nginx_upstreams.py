@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from service_stack import ROOT, short_temp_dir
+from pokegen.service_stack import ROOT, short_temp_dir
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 import requests
 
-from service_stack import ROOT
+from pokegen.service_stack import ROOT
 
 pytestmark = pytest.mark.e2e
 

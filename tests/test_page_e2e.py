@@ -14,9 +14,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from browser import chromium_page
+from pokegen.browser import chromium_page
 from live_generation import SLOW_TURNS, FrozenLoop, read_events
-from service_stack import short_temp_dir, wait_for
+from pokegen.service_stack import short_temp_dir, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,8 @@ import prepare_corpus as prep
 from demo.local_wiki import LocalWiki
 from demo.synthetic_episodes import generate_episodes
 from demo.wiki_markup import expected_plot_text
+from pokegen.service_stack import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 LONG = " ".join(["Ash and Pikachu walk on."] * 10)   # comfortably above MIN_WORDS
 
 

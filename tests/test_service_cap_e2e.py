@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from live_generation import SLOW_TURNS, FrozenLoop, read_events
-from service_stack import short_temp_dir, wait_for
+from pokegen.service_stack import short_temp_dir, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -89,7 +89,7 @@ def test_a_client_that_goes_away_frees_its_slot(stack):
 
 
 def test_the_page_says_busy_and_retries_after_the_wait(stack):
-    from browser import chromium_page
+    from pokegen.browser import chromium_page
 
     with chromium_page() as page:
         page.goto(stack.url + "/")

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from live_generation import SLOW_TURNS, FrozenLoop, read_events
-from service_stack import short_temp_dir
+from pokegen.service_stack import short_temp_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -186,7 +186,7 @@ def _requests_total(stack, endpoint, status):
 
 
 def test_the_page_in_chromium_writes_an_episode(stack):
-    from browser import chromium_page
+    from pokegen.browser import chromium_page
 
     with chromium_page() as page:
         page.goto(stack.url + "/")

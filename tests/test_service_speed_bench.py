@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from service_stack import ROOT
+from pokegen.service_stack import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -3,17 +3,10 @@ real stack with the service's default cap and queue: every request is
 answered in time, no 5xx but the intended 503 with Retry-After, every
 refusal a JSON reason, memory flat after the warm-up.
 The full soak is `make soak`; its figures are in docs/reliability.md."""
-import os
-import sys
-
 import pytest
 
-from service_stack import ROOT
-
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from soak import format_report, run_soak, stack_rss  # noqa: E402
-
-pytestmark = pytest.mark.e2e
+from benchmarks.soak import format_report, run_soak, stack_rss
+from benchmarks.soak_requests import Probe, problem_with
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +18,7 @@ def stack(start_stack):
                        CLIENT_GENERATION_LIMIT=1000)
 
 
+@pytest.mark.e2e
 def test_a_short_soak_keeps_every_rule(stack):
     report = run_soak(stack.url, stack_rss(stack.server_processes), requests=150,
                       concurrency=16, warmup=60, deadline=60, time_limit=600, seed=7)
@@ -42,8 +36,6 @@ def test_a_short_soak_keeps_every_rule(stack):
 def test_the_answer_rules_catch_what_they_should():
     """The soak's checker itself: a 500, a 503 without Retry-After, an HTML
     refusal and an unsafe JSONP body are each caught."""
-    from soak_requests import Probe, problem_with
-
     episode = Probe("generate", "/?length=2", frozenset({200, 503}))
     jsonp = Probe("jsonp", "/?callback=cb", frozenset({200, 503}))
     refused = Probe("wrong type", "/?length=x", frozenset({400}))

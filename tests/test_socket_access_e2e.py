@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from service_stack import ServiceStack
+from pokegen.service_stack import ServiceStack
 
 pytestmark = pytest.mark.e2e
 

@@ -16,10 +16,9 @@ import gpt_2_simple as gpt2
 import pytest
 import tensorflow as tf
 
-import model_card
-import scratch_model
 import train
-from service_stack import free_port
+from pokegen import model_card, new_model
+from pokegen.service_stack import free_port
 from signals import interruptible
 
 pytestmark = pytest.mark.slow
@@ -85,7 +84,7 @@ def test_run_folder_has_gpt2_layout_and_tokenizer(trained_run):
     assert tf.train.latest_checkpoint(str(run_dir)).endswith("model-4")
 
     hparams = json.loads((run_dir / "hparams.json").read_text())
-    assert hparams == scratch_model.PRESETS["tiny"] and hparams["n_ctx"] == 1024
+    assert hparams == new_model.PRESETS["tiny"] and hparams["n_ctx"] == 1024
     encoder = json.loads((run_dir / "encoder.json").read_text(encoding="utf-8"))
     assert len(encoder) == hparams["n_vocab"] and encoder["<|endoftext|>"] == hparams["n_vocab"] - 1
     assert (run_dir / "vocab.bpe").read_text(encoding="utf-8").startswith("#version: 0.2\n")
@@ -110,7 +109,7 @@ def test_model_card_describes_the_run(trained_run, corpus):
     train_file = corpus / "train.txt"
 
     assert card["base"] == {"kind": "scratch", "preset": "tiny"}
-    assert card["hparams"] == scratch_model.PRESETS["tiny"]
+    assert card["hparams"] == new_model.PRESETS["tiny"]
     assert card["training"]["steps"] == 4 and card["training"]["seed"] == 5
     assert card["training"]["learning_rate"] == train.SCRATCH_DEFAULTS["tiny"]["learning_rate"]
     assert card["training"]["lr_schedule"] == "cosine"
@@ -302,7 +301,7 @@ def test_gpt2_without_weights_or_network_fails_with_one_clear_line(corpus, tmp_p
 
 def test_gpt2_path_uses_weights_already_in_models_without_downloading(corpus, tmp_path, monkeypatch):
     # A stand-in for the downloaded 124M: the same seven files, a tiny shape.
-    scratch_model.create_model_dir(str(tmp_path / "models" / "124M"), "tiny", corpus_files=[str(corpus / "train.txt")])
+    new_model.create_model_dir(str(tmp_path / "models" / "124M"), "tiny", corpus_files=[str(corpus / "train.txt")])
     for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]:
         monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}")  # any download would fail
     monkeypatch.chdir(tmp_path)

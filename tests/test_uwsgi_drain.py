@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from service_stack import ROOT, wait_for
+from pokegen.service_stack import ROOT, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -1,5 +1,6 @@
-"""The real service for end-to-end tests: a tiny checkpoint made by
-scratch_model, then scripts/serve.sh (uWSGI + nginx) on a free 127.0.0.1 port."""
+"""The real service on this machine, for the tests, the benchmarks and the page's screenshots:
+scripts/serve.sh (uWSGI + nginx, as `make serve` runs them) on a free 127.0.0.1 port, by
+default on a tiny new model built once per process; and the small waits they all need."""
 from __future__ import annotations
 
 import atexit
@@ -16,10 +17,12 @@ import time
 
 import requests
 
+# The checkout this package runs from: the stack is its scripts/serve.sh.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -34,13 +37,11 @@ def short_temp_dir(prefix: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def tiny_checkpoint_dir() -> str:
-    """A checkpoint folder holding run1: a freshly initialised tiny model, made
-    once per test session."""
+    """A checkpoint folder holding run1: a freshly initialised tiny model, made once per
+    process (in a child process, which keeps TensorFlow out of this one)."""
     checkpoint_dir = short_temp_dir("pokegen-ckpt-")
-    subprocess.run([sys.executable, "-c",
-                    "import sys, scratch_model; scratch_model.create_model_dir(sys.argv[1], 'tiny')",
-                    os.path.join(checkpoint_dir, "run1")],
-                   cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "pokegen.new_model", os.path.join(checkpoint_dir, "run1"),
+                    "--preset", "tiny"], cwd=ROOT, check=True, capture_output=True)
     return checkpoint_dir
 
 
