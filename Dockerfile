@@ -82,6 +82,7 @@ COPY --from=build /opt/venv /opt/venv
 # ---- app-mounted-checkpoint: the code only; the checkpoint comes from a volume ----------------
 FROM runtime AS app-mounted-checkpoint
 COPY uwsgi.ini wsgi.py ./
+COPY pokegen/ ./pokegen/
 COPY app/ ./app/
 COPY --from=build /opt/kernels/ ./app/engine/kernels/
 
@@ -89,5 +90,6 @@ COPY --from=build /opt/kernels/ ./app/engine/kernels/
 FROM runtime AS app
 COPY checkpoint/ ./checkpoint/
 COPY uwsgi.ini wsgi.py ./
+COPY pokegen/ ./pokegen/
 COPY app/ ./app/
 COPY --from=build /opt/kernels/ ./app/engine/kernels/

@@ -565,7 +565,7 @@ def main(argv=None):
     try:
         with exclusive_run(run_dir):
             card, interrupted = train(args)
-    except TrainingError as error:
+    except (TrainingError, model_card.ModelCardError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -26,11 +26,11 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 
 from benchmarks.speed_client import ServiceMemory, json_episode, run_round, stream_episode
 from benchmarks.speed_report import check_targets, format_report
+from pokegen.atomic_files import atomic_write_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -228,11 +228,7 @@ def run(args) -> dict:
 
 
 def write_json(path: str, results: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
-        json.dump(results, f, indent=1)
-    os.replace(f.name, path)
+    atomic_write_text(path, json.dumps(results, indent=1))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

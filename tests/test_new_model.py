@@ -13,6 +13,7 @@ import tensorflow as tf
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from pokegen import new_model
+from pokegen.gpt2_format import END_OF_TEXT
 
 CORPUS = (
     "Ash and Pikachu reach Viridian City, where Nurse Joy heals the injured Pokemon. "
@@ -33,7 +34,7 @@ def test_tokenizer_files_are_read_by_gpt2_simple_and_split_text_like_tokenizers(
 
     enc = gpt2_encoder.get_encoder(str(tmp_path / "tok"))
     assert size == len(enc.encoder) == 600
-    assert enc.encoder[new_model.END_OF_TEXT] == 599  # last id, as in GPT-2
+    assert enc.encoder[END_OF_TEXT] == 599  # last id, as in GPT-2
     assert len(enc.bpe_ranks) == 600 - 256 - 1
     assert sorted(enc.encoder.values()) == list(range(600))
 
@@ -56,7 +57,7 @@ def test_small_corpus_still_yields_exact_gpt2_vocabulary(tmp_path, corpus_file):
     enc = gpt2_encoder.get_encoder(str(tmp_path))
     assert size == len(enc.encoder) == 50257
     assert len(enc.bpe_ranks) == 50000
-    assert enc.encoder[new_model.END_OF_TEXT] == 50256
+    assert enc.encoder[END_OF_TEXT] == 50256
     # Every id decodes (a random model may sample any of them) and text round-trips.
     assert enc.decode(list(range(50256)))
     text = "Odd bytes \x01\x7f and accents: é ü, kanji 日本"
