@@ -5,7 +5,7 @@
 #   app       (default) the checkpoint in ./checkpoint is baked in, below the code, so a code change
 #             rebuilds only the last small layer.
 #   app-mounted-checkpoint  no checkpoint inside; mount one at /srv/pokegen/checkpoint
-#             (see docker-compose.checkpoint-volume.yml).
+#             (see deploy/docker-compose.checkpoint-volume.yml).
 ARG BASE_IMAGE=debian:bookworm-slim
 
 # ---- build: compilers and headers live only here --------------------------------------------
@@ -16,7 +16,7 @@ RUN apt-get update \
 RUN python3 -m venv /opt/venv
 COPY requirements.txt requirements-nodeps.txt /tmp/pip/
 # pip reads its settings from PIP_* variables: a host whose containers cannot reach PyPI passes a
-# mirror or a folder of packages here (docker-compose.local-wheels.yml does). Unset by default.
+# mirror or a folder of packages here (CI's build machines do). Unset by default.
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_FIND_LINKS
@@ -76,7 +76,7 @@ HEALTHCHECK --interval=5s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python3", "/usr/local/lib/pokegen/uwsgi_readyz.py"]
 STOPSIGNAL SIGTERM
 CMD ["uwsgi", "--ini", "/srv/pokegen/uwsgi.ini"]
-COPY scripts/docker/uwsgi_readyz.py scripts/docker/uwsgi_drain.py /usr/local/lib/pokegen/
+COPY deploy/uwsgi_readyz.py deploy/uwsgi_drain.py /usr/local/lib/pokegen/
 COPY --from=build /opt/venv /opt/venv
 
 # ---- app-mounted-checkpoint: the code only; the checkpoint comes from a volume ----------------

@@ -84,16 +84,16 @@ model: venv
 	    --checkpoint-dir checkpoint --run-name run1; \
 	fi
 
-# The stack in containers with docker-compose (Docker installed and started when missing, as
-# root): builds the images, starts them in the background, waits until the service is ready and
-# prints its address. APP_REPLICAS=N runs N app replicas behind nginx (docs/scale.md).
-# compose-down stops and removes what compose-up started.
+# The stack in containers on a host with Docker and docker-compose: docker-compose up -d --build,
+# then a wait until the service is ready, and its address. APP_REPLICAS=N runs N app replicas
+# behind nginx (docs/scale.md). compose-down stops and removes what compose-up started. CI's build
+# machines, which are no ordinary Docker hosts, go through .ci/docker/ instead.
 .PHONY: compose-up compose-down
-compose-up: venv
-	scripts/docker/compose-up.sh
+compose-up:
+	deploy/compose-up.sh
 
 compose-down:
-	scripts/docker/compose-down.sh
+	deploy/compose-down.sh
 
 # Soak the real stack (benchmarks/soak.py): 1,000 valid and hostile requests at 16 concurrent on
 # a tiny model; checks deadlines, status rules and memory, prints the figures (latest ones in

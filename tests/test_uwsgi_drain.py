@@ -1,4 +1,4 @@
-"""scripts/docker/uwsgi_drain.py, the app container's preStop hook in Kubernetes, against the real
+"""deploy/uwsgi_drain.py, the app container's preStop hook in Kubernetes, against the real
 service (scripts/serve.sh on a tiny model): it returns only once the replica holds no request."""
 import os
 import subprocess
@@ -12,7 +12,7 @@ from pokegen.service_stack import ROOT, wait_for
 
 pytestmark = pytest.mark.e2e
 
-DRAIN = os.path.join(ROOT, "scripts", "docker", "uwsgi_drain.py")
+DRAIN = os.path.join(ROOT, "deploy", "uwsgi_drain.py")
 
 
 @pytest.fixture(scope="module")
