@@ -29,7 +29,7 @@ RUN set -eu; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps -r /tmp/pip/requirements-nodeps.txt
 # The engine's kernels are compiled here: the bfloat16 op against this TensorFlow, and the
 # int8 decoder's AVX-512 VNNI, AVX2 and generic builds. After that TensorFlow's
-# C++ headers and libclang serve nothing: about 350 MB less to ship.
+# C++ headers and libclang serve nothing, and they are large: they stay out of the image.
 COPY app/engine/kernels/ /tmp/kernels/
 RUN set -eu; \
     /opt/venv/bin/python /tmp/kernels/build.py --output /opt/kernels/packed_bf16_matmul.so; \

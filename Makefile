@@ -17,7 +17,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt pyprojec
 	touch $@
 
 # The engine's kernels: the bfloat16 TensorFlow op, compiled against the installed TensorFlow,
-# and the int8 decoder's AVX-512 VNNI, AVX2 and generic builds (seconds; rebuilt when a source or the
+# and the int8 decoder's AVX-512 VNNI, AVX2 and generic builds (rebuilt when a source or the
 # packages change). Without the first the service falls back to float32 weights.
 KERNEL := app/engine/kernels/packed_bf16_matmul.so
 $(KERNEL): app/engine/kernels/packed_bf16_matmul.cc app/engine/kernels/native_decoder.cc \
@@ -73,7 +73,7 @@ demo-data: venv
 	$(PY) -m demo.build_demo_data
 
 # The embedded demo model: when checkpoint/run1 holds no checkpoint, build the
-# demo corpus and train the tiny from-scratch preset on it (minutes on 2 cores).
+# demo corpus and train the tiny from-scratch preset on it (the README says how long it takes).
 .PHONY: model
 model: venv
 	@if [ -f checkpoint/run1/checkpoint ]; then \
@@ -103,9 +103,9 @@ soak: venv system-packages
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
 # Speed and memory of the real stack next to gpt-2-simple (benchmarks/service_speed.py) on a
-# GPT-2-small-shaped random checkpoint built once in build/bench/: about 15 minutes on 2
-# quiet cores; the latest figures are in docs/benchmarks.md. BENCH_ARGS passes options, e.g.
-# BENCH_ARGS="--quick" for a smoke run of a few minutes.
+# GPT-2-small-shaped random checkpoint built once in build/bench/; the latest figures, and how
+# long a run takes, are in docs/benchmarks.md. BENCH_ARGS passes options, e.g.
+# BENCH_ARGS="--quick" for a short smoke run.
 .PHONY: bench
 bench: venv system-packages
 	$(PY) benchmarks/service_speed.py $(BENCH_ARGS)
@@ -119,7 +119,7 @@ reliability: venv system-packages
 
 # Peers for benchmarks/peer_speed.py, kept out of the project's install: build/peers-venv (torch's
 # CPU build, transformers, CTranslate2) and llama.cpp's benchmark tools built twice, for this CPU
-# and for AVX2 + FMA only (benchmarks/peers/setup.sh; minutes once, skipped when built). Then the
+# and for AVX2 + FMA only (benchmarks/peers/setup.sh; once, skipped when built). Then the
 # side-by-side run; the latest figures are in docs/benchmarks.md. PEER_ARGS passes options, e.g.
 # PEER_ARGS="--quick --peers llama,ct2".
 .PHONY: bench-peers-setup bench-peers

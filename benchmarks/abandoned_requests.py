@@ -2,7 +2,7 @@
 (nginx -> uWSGI -> engine on 127.0.0.1), with one generation slot on a
 GPT-2-small-shaped random checkpoint (built once in build/bench/).
 
-    python benchmarks/abandoned_requests.py              # about 3 minutes on 2 cores
+    python benchmarks/abandoned_requests.py
     python benchmarks/abandoned_requests.py --length 500
 
 For each way of leaving (a GET / closed after --after seconds, a HEAD

@@ -13,7 +13,7 @@
    for many arrival sequences of the same length, so its 5-95% band shows how much a run this
    short varies by chance alone.
 
-    python benchmarks/capacity_check.py                 # about 15 minutes on 2 quiet cores
+    python benchmarks/capacity_check.py
     python benchmarks/capacity_check.py --levels 0.5,1.3 --seconds 240 --length 128
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@ transformers, side by side in one run, on one random checkpoint of GPT-2
 small's shape.
 
     make bench-peers                                   # sets the peers up, then runs this
-    python benchmarks/peer_speed.py                    # about 20 minutes on 2 quiet cores
+    python benchmarks/peer_speed.py
     python benchmarks/peer_speed.py --quick --peers llama,ct2
 
 1. Builds the checkpoint once (build/bench/gpt2-small, shared with service_speed.py).

@@ -1,8 +1,8 @@
 """Speed and memory of the whole service (nginx -> uWSGI -> engine on
 127.0.0.1) next to gpt-2-simple, on a randomly initialised checkpoint of GPT-2
-small's exact shape, with the issue's targets marked met or not.
+small's exact shape, with the service's targets marked met or not.
 
-    python benchmarks/service_speed.py            # the full run, about 15 minutes
+    python benchmarks/service_speed.py            # the full run
     python benchmarks/service_speed.py --quick    # a smoke run: few, short requests
 
 1. Builds the checkpoint once with pokegen.new_model (kept in build/bench/).

@@ -139,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "pokegen-demo-wiki/1.0"
     timeout = 15   # idle keep-alive connections are closed after this
-    disable_nagle_algorithm = True   # headers and body are separate writes: avoid 40 ms stalls
+    disable_nagle_algorithm = True   # headers and body are separate writes: no delayed-ACK stall
 
     @property
     def wiki(self) -> LocalWiki:

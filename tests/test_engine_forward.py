@@ -27,8 +27,7 @@ def run(request, perturbed_model):
 
 
 def graph_is_batch_variant_here(graph) -> bool:
-    """The TensorFlow paths keep rows independent only where AVX-512 is present
-    (measured: on an AVX2-only AMD EPYC they do not)."""
+    """The TensorFlow paths keep rows independent only where AVX-512 is present."""
     return graph.weight_dtype != "int8" and "avx512f" not in native.cpu_flags()
 
 

@@ -44,7 +44,7 @@ class LongGeneration:
 
 def test_second_request_waits_and_third_is_refused_at_once(stack):
     holder = LongGeneration(stack)
-    # The loop held while we look: a fast CPU writes the holder's tokens in a fraction of a second.
+    # The loop held while we look: a fast CPU could write the holder's tokens before we do.
     frozen = FrozenLoop(stack.freeze_file).__enter__()
     waiting = {}
 

@@ -131,7 +131,7 @@ def test_stream_delivers_the_first_piece_before_the_generation_ends(stack):
         events = read_events(response)
         first_event, first_data = next(events)
         # The generation is still running when its first piece has come through nginx
-        # (the loop held, since a fast CPU writes the rest in a fraction of a second).
+        # (the loop held: a fast CPU could otherwise write the rest before we look).
         assert first_event == "piece" and first_data["text"]
         with FrozenLoop(stack.freeze_file):
             assert stack.metric("pokegen_generations_in_flight") >= 1
