@@ -22,18 +22,11 @@ import numpy as np
 
 from app.engine import sampling
 from app.engine.sampling import TokenSampler
+from benchmarks.service_speed import cpu_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 VOCAB = 50257
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def timed(rows: np.ndarray, temperature: float, top_p: float, head: int) -> tuple[float, list]:
