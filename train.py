@@ -185,7 +185,7 @@ def prepare_base_model(args, seed, run_dir, previous_card, workdir):
         print(f"Building a new {args.from_scratch} model in {os.path.join(args.model_dir, model_name)} "
               f"(tokenizer trained on {args.dataset})")
         new_model.create_model_dir(os.path.join(args.model_dir, model_name), args.from_scratch,
-                                       corpus_files=[args.dataset], seed=seed)
+                                   corpus_files=[args.dataset], seed=seed)
         return args.model_dir, model_name, {"kind": "scratch", "preset": args.from_scratch}
     ensure_gpt2_weights(args.model_dir, args.model)
     return args.model_dir, args.model, {"kind": "gpt2", "model_name": args.model}

@@ -46,7 +46,8 @@ def tiny_checkpoint_dir() -> str:
 
 
 class ServiceStack:
-    """`make serve`'s script with test settings; stopped with SIGTERM like a user's Ctrl-C."""
+    """`make serve`'s script with test settings; stopped with SIGTERM like a user's Ctrl-C.
+    The settings are its environment; without CHECKPOINT_DIR it serves the tiny new model."""
 
     def __init__(self, **settings):
         self.port = free_port()
@@ -55,7 +56,7 @@ class ServiceStack:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
-            "CHECKPOINT_DIR": tiny_checkpoint_dir(),
+            "CHECKPOINT_DIR": settings.get("CHECKPOINT_DIR") or tiny_checkpoint_dir(),
             "RUN_NAME": "run1",
             "PORT": str(self.port),
             "BIND_ADDRESS": "127.0.0.1",

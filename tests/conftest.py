@@ -1,8 +1,8 @@
 """Fixtures shared by the tests: the tiny checkpoint (built once per session), an engine on it,
 Flask's test client over an engine double, and the real stack behind nginx.
 
-Markers (pytest.ini): `e2e` starts real servers or programs as processes, `docker` runs the
-containers, `slow` takes minutes. `make test-fast` runs what carries none of them."""
+Markers (pytest.ini): `e2e` starts real servers as processes, `docker` runs the containers,
+`slow` takes minutes. `make test-fast` runs what carries none of them."""
 from __future__ import annotations
 
 import os
@@ -60,10 +60,10 @@ def start_stack():
     takes them); every stack started is stopped when the module ends, and must stop cleanly."""
     stacks = []
 
-    def start(until: str = "ready", **settings) -> ServiceStack:
+    def start(**settings) -> ServiceStack:
         stack = ServiceStack(**settings)
         stacks.append(stack)
-        return stack.start(until=until)
+        return stack.start()
 
     yield start
     for stack in stacks:
