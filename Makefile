@@ -67,6 +67,12 @@ k8s-validate: k8s-tools
 serve: venv
 	scripts/serve.sh
 
+# The README's table of settings, written from app/config.py's SETTINGS (the tests check
+# that it is current).
+.PHONY: settings-docs
+settings-docs: $(STAMP)
+	$(PY) scripts/settings_docs.py
+
 # Offline demo corpus: synthetic episodes served by a local wiki on 127.0.0.1,
 # crawled by the real crawler, prepared into data/demo/train.txt + val.txt.
 demo-data: venv
@@ -95,9 +101,12 @@ compose-up:
 compose-down:
 	deploy/compose-down.sh
 
-# Soak the real stack (benchmarks/soak.py): 1,000 valid and hostile requests at 16 concurrent on
-# a tiny model; checks deadlines, status rules and memory, prints the figures (latest ones in
-# docs/reliability.md). SOAK_ARGS passes options, e.g. SOAK_ARGS="--requests 5000".
+# Soak the real stack through nginx (benchmarks/soak.py) on a tiny model, a few minutes: 1,000
+# valid and hostile requests at 16 concurrent, 256-token episodes at twice the capacity, HEAD,
+# streams left midway, floods of long prefixes and oversized heads, with a /healthz probe and
+# slowloris connections throughout; checks deadlines, status rules, freed slots and memory, and
+# prints the figures (latest ones in docs/reliability.md). SOAK_ARGS passes options, e.g.
+# SOAK_ARGS="--requests 5000".
 .PHONY: soak
 soak: venv system-packages
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)

@@ -1,12 +1,15 @@
-"""Train the episode generator with gpt-2-simple: fine-tune GPT-2, or a new model offline.
+"""Train the episode generator: fine-tune GPT-2, or train a new model offline.
 
     python train.py                        # GPT-2 124M (downloaded once), 1500 steps -> checkpoint/run1
     python train.py --from-scratch tiny    # no download: a new small model in GPT-2's format
     python train.py --resume               # continue checkpoint/run1 from its last saved step
 
-Both paths end in gpt-2-simple's own `finetune`, so the run folder loads with plain
-`gpt2.load_gpt2(sess, run_name=...)`. Next to the checkpoint goes a model card
-(`pokegen.json`, see pokegen/model_card.py). Ctrl-C saves a checkpoint; `--resume` goes on from it.
+The loop below does what gpt-2-simple's finetune does, with its pieces (the GPT-2
+model, the window sampler, the text sampler, gradient accumulation) and Adam. The run
+folder is what finetune writes (model-<step> checkpoints, `counter`, hparams.json,
+encoder.json, vocab.bpe), so it loads with plain `gpt2.load_gpt2(sess, run_name=...)`.
+Next to the checkpoint goes a model card (`pokegen.json`, see pokegen/model_card.py). Ctrl-C
+saves a checkpoint; `--resume` goes on from it.
 """
 
 import os
@@ -17,7 +20,6 @@ import argparse
 import contextlib
 import datetime
 import fcntl
-import io
 import json
 import math
 import random
@@ -32,7 +34,9 @@ import time
 import gpt_2_simple as gpt2
 from gpt_2_simple.src import encoder as gpt2_encoder
 from gpt_2_simple.src import model as gpt2_model
-from gpt_2_simple.src.load_dataset import load_dataset
+from gpt_2_simple.src import sample as gpt2_sample
+from gpt_2_simple.src.accumulate import AccumulatingOptimizer
+from gpt_2_simple.src.load_dataset import Sampler, load_dataset
 import numpy as np
 import requests
 import tensorflow as tf
@@ -44,7 +48,8 @@ from pokegen.atomic_files import atomic_write_text
 
 GPT2_FILES = ["checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
               "model.ckpt.index", "model.ckpt.meta", "vocab.bpe"]
-WINDOW = 1024  # gpt-2-simple's finetune trains on windows of exactly this many tokens
+COPIED_INTO_RUN = ["hparams.json", "encoder.json", "vocab.bpe"]  # from the base model, as finetune does
+WINDOW = 1024  # training windows, as gpt-2-simple's finetune samples them
 EVAL_WINDOWS = 8  # fixed windows per loss evaluation: comparable from step to step
 DOWNLOAD_TIMEOUT_SECONDS = 60
 
@@ -68,10 +73,6 @@ LR_SCHEDULES = ["constant", "cosine"]
 WARMUP_FRACTION = 0.05  # of the run's steps, for the cosine schedule
 FINAL_LR_FRACTION = 0.1  # cosine decays to this share of --learning-rate
 
-STEP_LINE = re.compile(r"^\[(\d+) \| [\d.]+\] loss=(\S+) avg=(\S+)$")
-LARGE_MODEL_ADVICE = ("For larger models", "\tuse_memory_saving_gradients", "\tonly_train_transformer",
-                      "\taccumulate_gradients")
-
 
 class TrainingError(Exception):
     """A problem the user can fix; reported as one line."""
@@ -82,8 +83,8 @@ class TrainingError(Exception):
 def completed_steps(run_dir):
     """Steps already trained in run_dir (0 when it holds no checkpoint).
 
-    The step in the latest checkpoint's name comes first: gpt-2-simple writes
-    its `counter` after the checkpoint, by truncating it and writing again, so
+    The step in the latest checkpoint's name comes first: `counter` is written
+    after the checkpoint (and gpt-2-simple's own finetune truncates it first), so
     a crash in between leaves it empty or stale."""
     checkpoint = tf.train.latest_checkpoint(run_dir)
     if checkpoint is None:
@@ -96,17 +97,6 @@ def completed_steps(run_dir):
             return int(f.read().strip())
     except (OSError, ValueError):
         return 0
-
-
-def repair_counter(run_dir, step):
-    """Makes `counter` say `step` (gpt-2-simple resumes from it and fails on an
-    empty one), written whole or not at all."""
-    path = os.path.join(run_dir, "counter")
-    with contextlib.suppress(OSError):
-        with open(path) as f:
-            if f.read().strip() == str(step):
-                return
-    atomic_write_text(path, f"{step}\n")
 
 
 @contextlib.contextmanager
@@ -169,26 +159,18 @@ def ensure_gpt2_weights(model_dir, model_name):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def prepare_base_model(args, seed, run_dir, previous_card, workdir):
-    """(model_dir, model_name, base) for gpt-2-simple's finetune to start from."""
-    if args.resume:
-        # Start from the run's own tokenizer and shape, whatever is in models/ now.
-        base = (previous_card or {}).get("base") or {"kind": "unknown"}
-        model_name = base.get("model_name") or f"scratch-{base.get('preset', 'model')}"
-        resume_dir = os.path.join(workdir, model_name)
-        os.makedirs(resume_dir)
-        for name in ["hparams.json", "encoder.json", "vocab.bpe"]:
-            shutil.copyfile(os.path.join(run_dir, name), os.path.join(resume_dir, name))
-        return workdir, model_name, base
+def prepare_base_model(args, seed):
+    """(folder, base) of the model a new run starts from: a new model, or GPT-2."""
     if args.from_scratch:
-        model_name = f"scratch-{args.from_scratch}"
-        print(f"Building a new {args.from_scratch} model in {os.path.join(args.model_dir, model_name)} "
-              f"(tokenizer trained on {args.dataset})")
-        new_model.create_model_dir(os.path.join(args.model_dir, model_name), args.from_scratch,
-                                   corpus_files=[args.dataset], seed=seed)
-        return args.model_dir, model_name, {"kind": "scratch", "preset": args.from_scratch}
+        path = os.path.join(args.model_dir, f"scratch-{args.from_scratch}")
+        print(f"Building a new {args.from_scratch} model in {path} (tokenizer trained on {args.dataset})")
+        try:
+            new_model.create_model_dir(path, args.from_scratch, corpus_files=[args.dataset], seed=seed)
+        except FileExistsError as error:
+            raise TrainingError(f"{error}; pick another --model-dir") from None
+        return path, {"kind": "scratch", "preset": args.from_scratch}
     ensure_gpt2_weights(args.model_dir, args.model)
-    return args.model_dir, args.model, {"kind": "gpt2", "model_name": args.model}
+    return os.path.join(args.model_dir, args.model), {"kind": "gpt2", "model_name": args.model}
 
 
 # --- corpus and loss evaluation ---------------------------------------------------------------
@@ -208,25 +190,6 @@ def evaluation_windows(chunks, count=EVAL_WINDOWS):
     return [tokens[start:start + length] for start in sorted(set(starts))]
 
 
-class LossEvaluator:
-    """Mean next-token loss on fixed windows, with the weights being trained.
-
-    Built before finetune's graph; finetune then runs with reuse=True and so shares
-    these very variables.
-    """
-
-    def __init__(self, hparams):
-        self.context = tf.compat.v1.placeholder(tf.int32, [1, None], name="eval_context")
-        logits = gpt2_model.model(hparams=hparams, X=self.context)["logits"]
-        self.loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=self.context[:, 1:], logits=logits[:, :-1]))
-
-    def mean_loss(self, sess, windows):
-        if not windows:
-            return None
-        return float(np.mean([sess.run(self.loss, {self.context: [window]}) for window in windows]))
-
-
 def learning_rate_at(step, settings):
     """The learning rate for optimizer step `step` (1-based) of the whole run."""
     peak = settings["learning_rate"]
@@ -238,119 +201,6 @@ def learning_rate_at(step, settings):
         return peak * step / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return peak * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-class LearningRate:
-    """A learning rate finetune's optimizer reads from a variable, set before every step.
-
-    gpt-2-simple takes one learning rate; handing it a variable instead of a number lets
-    the run follow a schedule without changing its training loop.
-    """
-
-    def __init__(self, settings):
-        self.settings = settings
-        self.variable = tf.Variable(settings["learning_rate"], trainable=False, dtype=tf.float32,
-                                    name="learning_rate")
-        self.value = tf.compat.v1.placeholder(tf.float32, [], name="learning_rate_value")
-        self.assign = self.variable.assign(self.value)
-        self.sess = None
-
-    def set_for_step(self, step):
-        self.sess.run(self.assign, {self.value: learning_rate_at(step, self.settings)})
-
-
-# --- following finetune's progress ------------------------------------------------------------
-
-class FinetuneMonitor(io.TextIOBase):
-    """Reads what finetune prints, draws a progress bar and measures validation loss.
-
-    gpt-2-simple reports each step only by printing `[step | seconds] loss=.. avg=..`,
-    so its standard output is routed through here.
-    """
-
-    def __init__(self, out, *, first_step, last_step, val_every, validate, before_step=None,
-                 hide_lines=()):
-        self.out = out
-        self.first_step, self.last_step = first_step, last_step
-        self.val_every, self.validate = val_every, validate
-        self.before_step = before_step or (lambda step: None)
-        self.hide_lines = hide_lines
-        self.pending = ""
-        self.bar = None
-        self.step = first_step - 1
-        self.avg_loss = None
-        self.val_loss_start = None
-        self.val_loss = None
-        self.interrupted = False
-
-    def writable(self):
-        return True
-
-    def write(self, text):
-        self.pending += text
-        while "\n" in self.pending:
-            line, self.pending = self.pending.split("\n", 1)
-            self._handle(line)
-        return len(text)
-
-    def flush(self):
-        self.out.flush()
-
-    def close_bar(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def _handle(self, line):
-        step = STEP_LINE.match(line)
-        if step:
-            self._on_step(int(step.group(1)), float(step.group(2)), float(step.group(3)))
-            return
-        if line.startswith(self.hide_lines):
-            return
-        if line == "interrupted":
-            self.interrupted = True
-            line = f"interrupted at step {self.step}: saving a checkpoint"
-        self._echo(line)
-        if line == "Training...":
-            self._start()
-
-    def _start(self):
-        self.before_step(self.step + 1)
-        self.val_loss_start = self.val_loss = self.validate()
-        if self.val_loss is not None:
-            self._echo(f"step {self.step}: val_loss {self.val_loss:.3f}")
-        self.bar = tqdm(total=self.last_step, initial=self.step, desc="training", unit="step",
-                        file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
-        self._show_losses()
-
-    def _on_step(self, step, loss, avg_loss):
-        self.step, self.avg_loss = step, avg_loss
-        self.before_step(step + 1)
-        if self.bar is not None:
-            self.bar.update(step - self.bar.n)
-        if self.val_every and step % self.val_every == 0 and step < self.last_step:
-            self.val_loss = self.validate()
-            if self.val_loss is not None:
-                self._echo(f"step {step}: loss {loss:.2f} avg {avg_loss:.2f} val_loss {self.val_loss:.3f}")
-        self._show_losses(loss)
-
-    def _show_losses(self, loss=None):
-        if self.bar is None:
-            return
-        shown = {}
-        if loss is not None:
-            shown["loss"] = f"{loss:.2f}"
-            shown["avg"] = f"{self.avg_loss:.2f}"
-        if self.val_loss is not None:
-            shown["val"] = f"{self.val_loss:.3f}"
-        self.bar.set_postfix(shown, refresh=True)
-
-    def _echo(self, line):
-        if self.bar is not None:
-            tqdm.write(line, file=self.out)
-        else:
-            print(line, file=self.out, flush=True)
 
 
 # --- training -------------------------------------------------------------------------------
@@ -370,22 +220,19 @@ def resolve_hyperparameters(args, previous_card):
     return settings
 
 
-def load_corpora(enc, args, workdir):
-    """Encode the corpora once: (path of the encoded training set, train chunks, val chunks, card entry)."""
+def load_corpora(enc, args):
+    """Encode the corpora once: (train chunks, val chunks, model card entry)."""
     print(f"Encoding {args.dataset}")
     train_chunks = encode_corpus(enc, args.dataset)
     train_tokens = sum(len(chunk) for chunk in train_chunks)
     if train_tokens // len(train_chunks) <= WINDOW:
         raise TrainingError(f"{args.dataset} is too small: {train_tokens} tokens, and training "
                             f"samples windows of {WINDOW}; give it more text")
-    # finetune reads pre-encoded .npz files as they are: no second encoding pass.
-    encoded_path = os.path.join(workdir, "train.npz")
-    np.savez(encoded_path, *train_chunks)
     val_chunks = encode_corpus(enc, args.val_dataset) if args.val_dataset else []
     corpus = {"train": model_card.file_fingerprint(args.dataset, train_tokens),
               "val": model_card.file_fingerprint(args.val_dataset, sum(map(len, val_chunks)))
               if args.val_dataset else None}
-    return encoded_path, train_chunks, val_chunks, corpus
+    return train_chunks, val_chunks, corpus
 
 
 def train(args):
@@ -394,75 +241,136 @@ def train(args):
     start_step = check_run_dir(run_dir, args.resume)
     previous_card = model_card.read_model_card(run_dir) if args.resume else None
     settings = resolve_hyperparameters(args, previous_card)
-    if settings["steps"] <= start_step:
+    last_step = settings["steps"]
+    if last_step <= start_step:
         raise TrainingError(f"{run_dir} is already at step {start_step}; "
                             f"ask for more with --steps (more than {start_step})")
 
+    # The weights to start from: the run's own, or a base model whose shape and tokenizer it takes.
     if args.resume:
-        repair_counter(run_dir, start_step)
-    # finetune draws its training windows with `random`; a resumed session draws new ones.
+        start_from, base = run_dir, (previous_card or {}).get("base") or {"kind": "unknown"}
+    else:
+        start_from, base = prepare_base_model(args, settings["seed"])
+        for name in COPIED_INTO_RUN:
+            shutil.copyfile(os.path.join(start_from, name), os.path.join(run_dir, name))
+    with open(os.path.join(run_dir, "hparams.json")) as f:
+        hparams = json.load(f)
+    enc = gpt2_encoder.get_encoder(run_dir)
+    train_chunks, val_chunks, corpus = load_corpora(enc, args)
+    val_windows, train_windows = evaluation_windows(val_chunks), evaluation_windows(train_chunks)
+    sampler = Sampler(train_chunks)  # draws with `random`: a resumed session draws new windows
     random.seed(settings["seed"] + start_step)
-    np.random.seed(settings["seed"] + start_step)
-    with tempfile.TemporaryDirectory(prefix="pokegen-train-") as workdir:
-        model_dir, model_name, base = prepare_base_model(args, settings["seed"], run_dir, previous_card,
-                                                        workdir)
-        base_path = os.path.join(model_dir, model_name)
-        with open(os.path.join(base_path, "hparams.json")) as f:
-            hparams = json.load(f)
-        encoded_path, train_chunks, val_chunks, corpus = load_corpora(
-            gpt2_encoder.get_encoder(base_path), args, workdir)
 
-        tf.compat.v1.reset_default_graph()
-        tf.compat.v1.set_random_seed(settings["seed"])
-        gpt2_hparams = gpt2_model.default_hparams()
-        gpt2_hparams.override_from_dict(hparams)
-        evaluator = LossEvaluator(gpt2_hparams)  # first: finetune reuses its variables
-        learning_rate = LearningRate(settings)
-        val_windows, train_windows = evaluation_windows(val_chunks), evaluation_windows(train_chunks)
-        sess = learning_rate.sess = gpt2.start_tf_sess()
-        monitor = FinetuneMonitor(
-            sys.stdout, first_step=start_step + 1, last_step=settings["steps"],
-            val_every=settings["val_every"], validate=lambda: evaluator.mean_loss(sess, val_windows),
-            before_step=learning_rate.set_for_step,
-            hide_lines=LARGE_MODEL_ADVICE if base.get("kind") != "gpt2" else ())
-        started = time.time()
+    # The graph: GPT-2, its next-token loss, gpt-2-simple's sampler on the same weights, Adam.
+    tf.compat.v1.reset_default_graph()
+    tf.compat.v1.set_random_seed(settings["seed"])
+    shape = gpt2_model.default_hparams()
+    shape.override_from_dict(hparams)
+    context = tf.compat.v1.placeholder(tf.int32, [None, None])  # (batch, tokens)
+    logits = gpt2_model.model(hparams=shape, X=context)["logits"]  # (batch, tokens, n_vocab)
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=context[:, 1:], logits=logits[:, :-1]))  # mean over (batch, tokens - 1)
+    sample_context = tf.compat.v1.placeholder(tf.int32, [1, None])  # (1, tokens)
+    sample = gpt2_sample.sample_sequence(hparams=shape, length=settings["sample_length"],
+                                         context=sample_context, batch_size=1, temperature=1.0, top_k=40)
+    weights = [v for v in tf.compat.v1.trainable_variables() if "model" in v.name]
+    learning_rate = tf.compat.v1.placeholder(tf.float32, [])
+    optimizer = AccumulatingOptimizer(tf.compat.v1.train.AdamOptimizer(learning_rate), weights)
+    zero_gradients, add_gradients = optimizer.reset(), optimizer.compute_gradients(loss)
+    apply_gradients = optimizer.apply_gradients()  # returns the mean loss of the added batches
+    # Only GPT-2's own names; relative paths in `checkpoint` let the run folder be moved.
+    saver = tf.compat.v1.train.Saver(var_list=weights, max_to_keep=1, save_relative_paths=True)
+    summaries = tf.compat.v1.summary.FileWriter(run_dir)  # the loss curve, for TensorBoard
+
+    sess = gpt2.start_tf_sess()
+    sess.run(tf.compat.v1.global_variables_initializer())
+    checkpoint = tf.train.latest_checkpoint(start_from)
+    print(f"Loading checkpoint {checkpoint}")
+    try:
+        saver.restore(sess, checkpoint)
+    except (OSError, tf.errors.OpError) as error:
+        raise TrainingError(f"cannot load {checkpoint}: {first_line(error)}") from None
+
+    def mean_loss(windows):
+        return float(np.mean([sess.run(loss, {context: [w]}) for w in windows])) if windows else None
+
+    def save(step):
+        tqdm.write(f"Saving {os.path.join(run_dir, f'model-{step}')}")
+        saver.save(sess, os.path.join(run_dir, "model"), global_step=step)
+        atomic_write_text(os.path.join(run_dir, "counter"), f"{step}\n")
+
+    def print_sample(step):
+        tokens = sess.run(sample, {sample_context: [sampler.sample(1)]})  # (1, 1 + sample_length)
+        text = f"======== SAMPLE 1 ========\n{enc.decode(tokens[0])}\n"
+        tqdm.write(text)
+        os.makedirs(os.path.join("samples", args.run_name), exist_ok=True)
+        with open(os.path.join("samples", args.run_name, f"samples-{step}"), "w") as f:
+            f.write(text)
+
+    val_loss_start = val_loss = mean_loss(val_windows)
+    if val_loss is not None:
+        print(f"step {start_step}: val_loss {val_loss:.3f}")
+    bar = tqdm(total=last_step, initial=start_step, desc="training", unit="step",
+               file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+    step, smoothed, avg_loss, interrupted, started = start_step, (0.0, 0.0), None, False, time.time()
+    try:
         try:
-            with contextlib.redirect_stdout(monitor):
-                gpt2.finetune(
-                    sess, encoded_path, steps=settings["steps"] - start_step,
-                    model_name=model_name, model_dir=model_dir,
-                    batch_size=settings["batch_size"], learning_rate=learning_rate.variable,
-                    accumulate_gradients=settings["accumulate_gradients"],
-                    restore_from="latest", run_name=args.run_name, checkpoint_dir=args.checkpoint_dir,
-                    sample_every=settings["sample_every"], sample_length=settings["sample_length"],
-                    save_every=settings["save_every"], print_every=1, reuse=True)
-        except (OSError, tf.errors.OpError) as error:
-            # A full disk (or a file size limit) while saving: the last complete
-            # checkpoint stays, as TensorFlow renames a checkpoint into place only when whole.
-            raise TrainingError(f"training stopped at step {monitor.step}: "
-                                f"{first_line(error)}; the checkpoints saved before in "
-                                f"{run_dir} are kept (continue with --resume)") from None
-        finally:
-            monitor.close_bar()
-        seconds = time.time() - started
+            while step < last_step:
+                sess.run(zero_gradients)
+                for _ in range(settings["accumulate_gradients"]):
+                    batch = [sampler.sample(WINDOW) for _ in range(settings["batch_size"])]
+                    sess.run(add_gradients, {context: batch})  # batch: (batch_size, WINDOW)
+                rate = learning_rate_at(step + 1, settings)
+                step_loss = float(sess.run(apply_gradients, {learning_rate: rate}))
+                step += 1
+                smoothed = (smoothed[0] * 0.99 + step_loss, smoothed[1] * 0.99 + 1)  # as gpt-2-simple's
+                avg_loss = smoothed[0] / smoothed[1]
+                summaries.add_summary(tf.compat.v1.Summary(value=[
+                    tf.compat.v1.Summary.Value(tag="loss", simple_value=step_loss)]), step)
+                if step < last_step and step % settings["val_every"] == 0:
+                    val_loss = mean_loss(val_windows)
+                    if val_loss is not None:
+                        tqdm.write(f"step {step}: loss {step_loss:.2f} avg {avg_loss:.2f} "
+                                   f"val_loss {val_loss:.3f}")
+                bar.update()
+                shown = {"loss": f"{step_loss:.2f}", "avg": f"{avg_loss:.2f}"}
+                if val_loss is not None:
+                    shown["val"] = f"{val_loss:.3f}"
+                bar.set_postfix(shown)
+                if step < last_step and step % settings["save_every"] == 0:
+                    save(step)
+                if step < last_step and step % settings["sample_every"] == 0:
+                    print_sample(step)
+        except KeyboardInterrupt:
+            interrupted = True
+            tqdm.write(f"interrupted at step {step}: saving a checkpoint")
+        save(step)
+    except (OSError, tf.errors.OpError) as error:
+        # A full disk (or a file size limit) while saving: the last complete
+        # checkpoint stays, as TensorFlow renames a checkpoint into place only when whole.
+        raise TrainingError(f"training stopped at step {step}: {first_line(error)}; the checkpoints "
+                            f"saved before in {run_dir} are kept (continue with --resume)") from None
+    finally:
+        bar.close()
+        summaries.close()
+    seconds = time.time() - started
 
-        print("Measuring final losses")
-        session = {
-            "from_step": start_step, "to_step": completed_steps(run_dir),
-            "train_loss": evaluator.mean_loss(sess, train_windows),
-            "last_avg_loss": monitor.avg_loss,
-            "val_loss_start": monitor.val_loss_start,
-            "val_loss_end": evaluator.mean_loss(sess, val_windows),
-            "seconds": round(seconds, 1),
-            "interrupted": monitor.interrupted,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-        sess.close()
-
+    print("Measuring final losses")
+    session = {
+        "from_step": start_step, "to_step": step,
+        "train_loss": mean_loss(train_windows),
+        "last_avg_loss": avg_loss,
+        "val_loss_start": val_loss_start,
+        "val_loss_end": mean_loss(val_windows),
+        "seconds": round(seconds, 1),
+        "interrupted": interrupted,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    sess.close()
     card = model_card.updated_card(previous_card, run_name=args.run_name, base=base, hparams=hparams,
                                    training=settings, corpus=corpus, session=session)
     model_card.write_model_card(run_dir, card)
-    return card, monitor.interrupted
+    return card, interrupted
 
 
 def first_line(error):
@@ -478,8 +386,8 @@ def first_line(error):
 
 
 def stop_like_ctrl_c(signum, frame):
-    """SIGTERM (`docker stop`, systemd, kill) does what Ctrl-C does: gpt-2-simple
-    catches the KeyboardInterrupt, saves a checkpoint and returns. Further
+    """SIGTERM (`docker stop`, systemd, kill) does what Ctrl-C does: the training
+    loop catches the KeyboardInterrupt, saves a checkpoint and returns. Further
     signals are ignored so that nothing cuts that save short."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -507,7 +415,7 @@ def positive(kind):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description="Train the episode generator with gpt-2-simple: fine-tune GPT-2 (downloaded "
+        description="Train the episode generator: fine-tune GPT-2 (downloaded "
                     "once into --model-dir), or build and train a new model offline with --from-scratch.",
         epilog="Defaults left unset come from the base model: GPT-2 uses the article's settings "
                "(1500 steps, learning rate 1e-4); each --from-scratch preset has its own; --resume "
@@ -567,6 +475,9 @@ def main(argv=None):
             card, interrupted = train(args)
     except (TrainingError, model_card.ModelCardError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # e.g. an unreadable corpus, or a full disk before training
+        print(f"train.py: error: {first_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\ntrain.py: interrupted; checkpoints already saved in {run_dir} are kept", file=sys.stderr)

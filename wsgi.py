@@ -51,3 +51,6 @@ def _warn_when_threads_are_short(config):
 
 if "uwsgi" in sys.modules:
     _warn_when_threads_are_short(application.extensions["pokegen"].config)
+    if os.environ.get("POKEGEN_SOCKET_DIR"):
+        from app.replica_socket import join_when_settled
+        join_when_settled(application.extensions["pokegen"].engine, os.environ["POKEGEN_SOCKET_DIR"])

@@ -8,7 +8,8 @@ small's exact shape, with the service's targets marked met or not.
 1. Builds the checkpoint once with pokegen.new_model (kept in build/bench/).
 2. Measures gpt-2-simple in separate processes (benchmarks/gpt2_simple_anchors.py):
    generate() on a persistent session, its sampling loop built once, and the
-   original's load-and-generate per request.
+   original's load-and-generate per request; and the engine alone, in-process
+   (benchmarks/engine_speed.py), one stream, for what the stack around it costs.
 3. Starts scripts/serve.sh (as `make serve` does) on a free port, then at each
    concurrency sends episodes through nginx's /stream: aggregate tokens/s,
    latency per episode, time to the first streamed token, and the service's
@@ -126,6 +127,16 @@ def run_anchors(args) -> dict:
             errors[mode] = (done.stderr.strip().splitlines() or ["no output"])[-1]
             continue
         anchors[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    log("the engine in-process (benchmarks/engine_speed.py), one stream")
+    done = subprocess.run([sys.executable, os.path.join(HERE, "engine_speed.py"),
+                           "--checkpoint-dir", args.checkpoint_dir, "--run-name", RUN_NAME,
+                           "--concurrency", "1", "--length", str(args.length), "--json"],
+                          cwd=ROOT, capture_output=True, text=True)
+    if done.returncode == 0:
+        anchors["in-process"] = {"tokens_per_second":
+                                 json.loads(done.stdout.strip().splitlines()[-1])["1"]}
+    else:
+        errors["in-process"] = (done.stderr.strip().splitlines() or ["no output"])[-1]
     if errors:
         anchors["errors"] = errors
     return anchors

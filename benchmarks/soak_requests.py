@@ -1,7 +1,8 @@
 """The soak's requests: a repeatable mix of valid generations and hostile
 input (wrong types, out-of-range values, oversize prefixes, odd unicode,
 injection-looking callbacks, wrong methods and paths), each with the answers
-it may get, and the rules every answer must keep.
+it may get, and the rules every answer must keep (the load scenarios'
+requests are in soak_scenarios.py).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class Probe:
     expect: frozenset     # the statuses it may be answered with
     method: str = "GET"
     body: Optional[bytes] = None
+    headers: tuple = ()   # (name, value) pairs sent besides Accept: */*
 
 
 def query(*pairs) -> str:
@@ -90,7 +92,9 @@ def bad_probes() -> list[Probe]:
     probes += [
         _bad("oversize prefix", "/" + query(("prefix", "a" * 1001)), 400),
         _bad("oversize prefix", "/" + query(("sample", "é" * 1001)), 400),
-        _bad("oversize prefix", "/" + query(("prefix", OVERFULL), ("length", 1023)), 400),
+        # Known too long only once tokenized: a full engine refuses it first.
+        _bad("oversize prefix", "/" + query(("prefix", OVERFULL), ("length", 1023)), 400,
+             OVERLOADED),
         _bad("oversize prefix", "/" + query(("prefix", "x" * 20_000)), 414),
         _bad("odd unicode", "/?prefix=Ash%00Misty", 400),
         # Percent-encoded bytes that are not UTF-8 (stray bytes, an encoded
@@ -104,7 +108,8 @@ def bad_probes() -> list[Probe]:
         _bad("callback on a stream", "/stream" + query(("callback", "cb")), 400),
         _bad("POST without a JSON body", "/?prefix=Ash", 415, method="POST"),
         _bad("wrong method", "/healthz", 405, method="DELETE"),
-        _bad("oversize body", "/", 413, method="POST", body=b"x" * 4096),
+        # Over the 16 kB nginx takes on /: refused before it reaches the app.
+        _bad("oversize body", "/", 413, method="POST", body=b"x" * 17_000),
         _bad("unknown path", "/episodes", 404),
         _bad("unknown path", "/static/../../etc/passwd", 400, 404),
         _bad("unknown path", "/%2e%2e/%2e%2e/etc/passwd", 400, 404),
@@ -163,6 +168,20 @@ def _success_problem(probe: Probe, body: bytes) -> Optional[str]:
     return None
 
 
+# What a HEAD of each kind is answered with: the GET's headers, no body.
+HEAD_CONTENT_TYPES = {"head page": "text/html", "head episode": "application/json",
+                      "head stream": "text/event-stream"}
+
+
+def _head_problem(probe: Probe, status: int, headers, body: bytes) -> Optional[str]:
+    if body:
+        return f"a HEAD answered with a body: {body[:120]!r}"
+    wanted = "application/json" if status >= 400 else HEAD_CONTENT_TYPES.get(probe.kind)
+    if wanted and not headers.get("Content-Type", "").startswith(wanted):
+        return f"{status} of type {headers.get('Content-Type')!r}, expected {wanted}"
+    return None
+
+
 def problem_with(probe: Probe, status: int, headers, body: bytes) -> Optional[str]:
     """None when the answer keeps every rule; otherwise what is wrong with it."""
     where = f"{probe.method} {probe.target[:80]}"
@@ -174,8 +193,10 @@ def problem_with(probe: Probe, status: int, headers, body: bytes) -> Optional[st
         return f"{where}: {status}, expected {sorted(probe.expect)}"
     if status in (LIMITED, OVERLOADED) and not _retry_after_ok(headers):
         return f"{where}: {status} without Retry-After"
-    if status >= 400:
-        reason = _json_reason(status, body)
-        return f"{where}: {reason}" if reason else None
-    problem = _success_problem(probe, body)
+    if probe.method == "HEAD":  # no body to read a reason or an episode from
+        problem = _head_problem(probe, status, headers, body)
+    elif status >= 400:
+        problem = _json_reason(status, body)
+    else:
+        problem = _success_problem(probe, body)
     return f"{where}: {problem}" if problem else None

@@ -14,6 +14,7 @@ AGGREGATE_8_VS_LOOP = 4.0         # x gpt-2-simple's loop built once, batch 1
 FIRST_TOKEN_SECONDS = 0.3         # median at 1 concurrent, /stream through nginx
 RSS_AT_8_BYTES = 1.2 * GIB        # whole service, highest reading at 8 concurrent
 RSS_GROWTH = 0.05                 # across the growth run
+STACK_VS_IN_PROCESS = 0.9         # single stream through nginx and uWSGI x the engine alone
 
 
 def level(results: dict, concurrency: int) -> Optional[dict]:
@@ -41,6 +42,11 @@ def check_targets(results: dict) -> list[dict]:
     add("8 concurrent aggregate vs loop built once, batch 1", ratio, AGGREGATE_8_VS_LOOP,
         ratio is not None and f"{eight['tokens_per_second']:.1f} / {loop_1:.1f} tok/s = {ratio:.2f}x",
         lambda r: r >= AGGREGATE_8_VS_LOOP)
+    alone = anchors.get("in-process", {}).get("tokens_per_second")
+    ratio = one["tokens_per_second"] / alone if one and alone else None
+    add("single stream through the stack vs the engine in-process", ratio, STACK_VS_IN_PROCESS,
+        ratio is not None and f"{one['tokens_per_second']:.1f} / {alone:.1f} tok/s = {ratio:.2f}x",
+        lambda r: r >= STACK_VS_IN_PROCESS)
     first = one["first_token"]["p50"] if one else None
     add("time to first token, 1 concurrent (median)", first, FIRST_TOKEN_SECONDS,
         first is not None and f"{first:.3f} s", lambda s: s <= FIRST_TOKEN_SECONDS)
@@ -174,6 +180,9 @@ def _anchor_lines(anchors: dict) -> list[str]:
                      f"per request (load_gpt2 {loads[len(loads) // 2]:.1f} s), "
                      f"{per_request['tokens_per_second']:.1f} tok/s; RSS {rss:.0f} MiB "
                      f"while one request runs")
+    alone = anchors.get("in-process")
+    if alone:
+        lines.append(f"  the engine in-process, one stream: {alone['tokens_per_second']:.1f} tok/s")
     for name, error in anchors.get("errors", {}).items():
         lines.append(f"  {name}: failed: {error}")
     return lines or ["  (not run)"]

@@ -1,30 +1,22 @@
 #!/usr/bin/env bash
 # Renders nginx/*.conf.template into $RUN_DIR for this machine's paths and port.
 # Usage: scripts/render-nginx-config.sh   (settings from the environment)
+#
+# Settings: those that nginx reads in app/config.py's SETTINGS (the README's
+# table): PORT, BIND_ADDRESS, REQUEST_TIMEOUT, UPSTREAM_MARGIN, RATE_LIMIT,
+# RATE_BURST, CONNECTION_LIMIT, TRUSTED_PROXIES, INTERNAL_ADDRESSES. Their
+# defaults and ranges are repeated here, since the nginx image has no Python to
+# ask (tests/test_settings_source.py holds the two together). nginx waits for
+# the app REQUEST_TIMEOUT + UPSTREAM_MARGIN, so that the app always answers first.
+# Paths:
 #   RUN_DIR          where the rendered files, pid and temp files go   (run/nginx)
-#   PORT             port nginx listens on                             (5000)
-#   BIND_ADDRESS     address nginx listens on                          (0.0.0.0)
 #   POKEGEN_SOCKET   uWSGI's unix socket                               (run/uwsgi.sock)
 #   POKEGEN_SOCKET_DIR  instead, a folder of replicas' sockets (app-*.sock); see
 #                    scripts/render-nginx-upstreams.sh                 (unset)
 #   STATIC_DIR       the page's files                                  (app/static)
-#   REQUEST_TIMEOUT  the app's deadline per request (app/config.py); nginx
-#                    waits for the app this long plus UPSTREAM_MARGIN, so
-#                    that the app always answers first                 (300)
-#   UPSTREAM_MARGIN  seconds nginx waits beyond REQUEST_TIMEOUT        (30)
 #   NGINX_USER       user of nginx's workers when started as root      (owner of the checkout)
-#   RATE_LIMIT       requests a second each client address may send to
-#                    the app (the page's files are not counted)        (10)
-#   RATE_BURST       extra requests allowed in a burst: the first half
-#                    at once, the rest paced, beyond it a JSON 429     (40)
-#   CONNECTION_LIMIT requests each client address may have open at the
-#                    app at once; beyond, a JSON 429                   (8)
-#   TRUSTED_PROXIES  addresses or CIDR ranges of proxies (a load
-#                    balancer) whose X-Forwarded-For names the client,
-#                    separated by spaces or commas                     (none)
-#   INTERNAL_ADDRESSES addresses or CIDR ranges allowed to read /metrics
-#                    and /info; others get a JSON 403                  (127.0.0.1 ::1)
-# Only these names are substituted: nginx's own $variables stay as they are.
+# Only the names given to envsubst below are substituted: nginx's own
+# $variables stay as they are.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 

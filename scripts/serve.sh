@@ -3,14 +3,10 @@
 # Builds the demo model first when the default checkpoint is missing, installs
 # nginx when it is missing (as root), and stops both servers on Ctrl-C or SIGTERM.
 #
-# Settings (environment): PORT (5000), BIND_ADDRESS (0.0.0.0), CHECKPOINT_DIR
-# (checkpoint), RUN_NAME (run1), GENERATION_CONCURRENCY, QUEUE_SIZE,
-# QUEUE_TIMEOUT, REQUEST_TIMEOUT, CLIENT_GENERATION_LIMIT, STALL_TIMEOUT,
-# STALL_RESTART_AFTER (see app/config.py), RATE_LIMIT, RATE_BURST,
-# CONNECTION_LIMIT, TRUSTED_PROXIES, INTERNAL_ADDRESSES (see
-# scripts/render-nginx-config.sh, which also derives nginx's wait for the app
-# from REQUEST_TIMEOUT), RUN_DIR (run: socket, rendered nginx
-# configuration, pid and temp files).
+# Settings (environment): those of app/config.py's SETTINGS (the README's
+# table); each one left unset gets its default here, so that uWSGI, nginx and
+# this script all see the same values. RUN_DIR (run): socket, rendered nginx
+# configuration, pid and temp files.
 #
 # A checkpoint that fails to load is reported once ("error: ..."); the service
 # stays up and answers 503 with that reason at / and /readyz (as the containers
@@ -20,9 +16,6 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 started=$SECONDS
 
-export CHECKPOINT_DIR="${CHECKPOINT_DIR:-checkpoint}"
-export RUN_NAME="${RUN_NAME:-run1}"
-export PORT="${PORT:-5000}"
 export RUN_DIR="${RUN_DIR:-$root/run}"
 export POKEGEN_SOCKET="${POKEGEN_SOCKET:-$RUN_DIR/uwsgi.sock}"
 export VIRTUAL_ENV="${VIRTUAL_ENV:-$root/.venv}"
@@ -30,8 +23,9 @@ export VIRTUAL_ENV="${VIRTUAL_ENV:-$root/.venv}"
 # without an encoding, and uWSGI's embedded Python keeps a C locale's ASCII.
 export PYTHONUTF8=1
 
-# A bad setting stops here, with one line, before anything starts.
-"$VIRTUAL_ENV/bin/python" -m app.config >/dev/null
+# A bad setting of the app stops here, with one line, before anything starts.
+defaults="$("$VIRTUAL_ENV/bin/python" -m app.config --export-defaults)"
+eval "$defaults"
 
 if [ ! -f "$CHECKPOINT_DIR/$RUN_NAME/checkpoint" ]; then
   if [ "$CHECKPOINT_DIR/$RUN_NAME" != "checkpoint/run1" ]; then

@@ -7,7 +7,8 @@ over both app containers, each reached through its own socket in the shared volu
   client sees it;
 - a replica killed (SIGKILL to its uWSGI master, like a crash) under load: only the requests
   that were generating on it fail, each as nginx's JSON 502; every later request is answered
-  by the other replica; the restart policy brings the killed one back and it serves again.
+  by the other replica; the restart policy brings the killed one back and it serves again;
+- stopping the stack stops the replicas first, so their last answers reach their clients.
 
 Like tests/test_compose.py: Docker is installed and started when missing (as root), the images
 are built (layers reused from earlier runs) and the stack is removed at the end.
@@ -23,11 +24,13 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 
 import pytest
 import requests
 
 from compose_stack import compose, compose_stack, skip_unless_docker_can_run, uwsgi_client
+from live_generation import read_events
 from pokegen.service_stack import free_port, wait_for
 
 skip_unless_docker_can_run()
@@ -224,3 +227,39 @@ def test_a_replica_killed_under_load_costs_only_its_requests_and_rejoins(stack):
         rejoined = list(pool.map(lambda i: Answer(url, f"Rejoined{i}", 48), range(6)))
     assert [a.status for a in rejoined] == [200] * 6
     assert socket_name(victim) in {log_of(stack, a.tag)["upstreams"][-1] for a in rejoined}
+
+
+def finished_at(container_id: str) -> datetime:
+    # Docker writes RFC 3339 in UTC with up to nine digits of fraction, trailing zeros dropped.
+    stamp = inspect(container_id)["State"]["FinishedAt"]
+    seconds, _, fraction = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(seconds) + timedelta(microseconds=int((fraction + "000000")[:6]))
+
+
+def test_stopping_the_stack_stops_the_apps_before_nginx(stack):
+    """`docker-compose stop` (and `down`) signals the app replicas first: uWSGI finishes the
+    generations it holds while nginx still carries their answers, and nginx stops last.
+    Runs last in this module: it stops the stack."""
+    url = stack["URL"]
+    # About three seconds of decoding: still running when the stop starts, done well within
+    # uWSGI's mercy (uwsgi.ini), whatever this machine's speed.
+    sample = Answer(url, "Calibrate", 100)
+    assert sample.status == 200, sample.body
+    length = max(100, min(1000, int(100 * 3.0 / (sample.ended - sample.started))))
+    in_flight = requests.get(url + "/stream", params={"prefix": "Draining", "length": length,
+                                                      "truncate": 0, "seed": 1},
+                             stream=True, timeout=180)
+    events = read_events(in_flight)
+    assert next(events)[0] == "piece"
+    stopper = threading.Thread(target=compose, args=(stack, "stop"))
+    stopper.start()
+    rest = list(events)
+    stopper.join(timeout=300)
+    assert not stopper.is_alive(), "docker-compose stop did not return"
+
+    event, done = rest[-1]
+    assert event == "done" and done["tokens"] == length, rest[-1]
+    apps = compose(stack, "ps", "-q", "app").split()
+    (nginx,) = compose(stack, "ps", "-q", "nginx").split()
+    assert all(not inspect(c)["State"]["Running"] for c in apps + [nginx])
+    assert max(finished_at(app) for app in apps) < finished_at(nginx)

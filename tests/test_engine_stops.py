@@ -9,6 +9,7 @@ import pytest
 import train
 from app.engine import Engine
 from app.engine.admission import GenerationQueue
+from app.engine.cache_pool import CachePool
 from app.engine.generation import Generation
 from app.engine.scheduler import Scheduler
 from app.engine.stops import StopStrings
@@ -44,7 +45,6 @@ class ScriptedRunner:
     """The model's part in a step, played from a script: at each position the
     logits pick the script's next token. The scheduler's own logic is real."""
     ragged = True
-    pool_size = 4096
     n_ctx = 1024
 
     def __init__(self, script, vocab):
@@ -73,7 +73,8 @@ def run_to_the_end(tokenizer, written, request):
     prompt = tokenizer.encode(request.prefix)
     script = tokenizer.encode(written)
     queue = GenerationQueue(1, 0)
-    scheduler = Scheduler(ScriptedRunner(script, 4096), tokenizer, queue, "scripted")
+    scheduler = Scheduler(ScriptedRunner(script, 4096), CachePool(4096), tokenizer, queue,
+                          "scripted")
     generation = Generation(request, prompt, 30)
     queue.submit(generation, 1)
     while not generation.done:
@@ -118,7 +119,7 @@ def delimited_model(tmp_path_factory):
                                              for _ in range(3000))]
     (work / "train.txt").write_text("".join(episodes), encoding="utf-8")
     cwd = os.getcwd()
-    os.chdir(work)  # gpt-2-simple writes a samples/ folder into the working directory
+    os.chdir(work)  # train.py writes a samples/ folder into the working directory
     try:
         assert train.main(["--from-scratch", "tiny", "--dataset", str(work / "train.txt"),
                            "--val-dataset", "", "--checkpoint-dir", str(work / "checkpoint"),

@@ -1,6 +1,6 @@
 """benchmarks/service_speed.py end to end in its --quick form, on a tiny model
-it builds itself: the real stack, gpt-2-simple's three anchors in their own
-processes, every figure and target present. No timing is asserted: speed
+it builds itself: the real stack, gpt-2-simple's three anchors and the engine alone in
+their own processes, every figure and target present. No timing is asserted: speed
 targets are read from the full run (make bench, docs/benchmarks.md)."""
 import json
 import os
@@ -51,7 +51,8 @@ def test_quick_run_measures_everything(tmp_path):
     assert len(anchors["per-request"]["requests"]) == 1
     assert anchors["per-request"]["requests"][0]["load_seconds"] > 0
 
-    assert len(results["targets"]) == 5
+    assert anchors["in-process"]["tokens_per_second"] > 0  # the engine alone, same model
+    assert len(results["targets"]) == 6
     assert all(target["met"] in (True, False) for target in results["targets"])
     report = done.stdout
     for target in results["targets"]:

@@ -1,5 +1,7 @@
 """train.py end to end on the tiny preset: layout, loading, resume, model card, errors."""
 
+import contextlib
+import io
 import json
 import os
 import random
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import gpt_2_simple as gpt2
 import pytest
@@ -55,17 +58,33 @@ def tiny_args(corpus, workdir, *extra):
 
 
 @pytest.fixture(scope="module")
-def trained_run(corpus, tmp_path_factory):
-    """A tiny run trained for 4 steps, in-process, as `python train.py` would."""
+def training_session(corpus, tmp_path_factory):
+    """A tiny run trained for 4 steps, in-process, as `python train.py` would: its folder,
+    what it printed, and the steps it asked a learning rate for."""
     workdir = tmp_path_factory.mktemp("work")
+    printed, rate_steps = io.StringIO(), []
+    real_learning_rate_at = train.learning_rate_at
+
+    def learning_rate_at(step, settings):
+        rate_steps.append(step)
+        return real_learning_rate_at(step, settings)
+
     cwd = os.getcwd()
-    os.chdir(workdir)  # gpt-2-simple writes its samples/ folder into the working directory
+    os.chdir(workdir)  # samples are written to a samples/ folder in the working directory
     try:
-        exit_code = train.main(tiny_args(corpus, workdir, "--steps", "4", "--seed", "5"))
+        with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+            patch.setattr(train, "learning_rate_at", learning_rate_at)
+            exit_code = train.main(tiny_args(corpus, workdir, "--steps", "4", "--seed", "5",
+                                             "--sample-every", "2", "--sample-length", "16"))
     finally:
         os.chdir(cwd)
     assert exit_code == 0
-    return workdir
+    return types.SimpleNamespace(workdir=workdir, printed=printed.getvalue(), rate_steps=rate_steps)
+
+
+@pytest.fixture(scope="module")
+def trained_run(training_session):
+    return training_session.workdir
 
 
 def test_training_leaves_a_draft_table_of_its_text(trained_run):
@@ -82,6 +101,8 @@ def test_run_folder_has_gpt2_layout_and_tokenizer(trained_run):
             "model-4.index", "model-4.meta", "model-4.data-00000-of-00001"} <= names
     assert (run_dir / "counter").read_text().strip() == "4"
     assert tf.train.latest_checkpoint(str(run_dir)).endswith("model-4")
+    # Relative to the folder, so the run still loads after it is moved or copied.
+    assert 'model_checkpoint_path: "model-4"\n' in (run_dir / "checkpoint").read_text()
 
     hparams = json.loads((run_dir / "hparams.json").read_text())
     assert hparams == new_model.PRESETS["tiny"] and hparams["n_ctx"] == 1024
@@ -140,7 +161,8 @@ def test_fresh_run_never_overwrites_an_existing_one(trained_run, corpus, capsys)
 def test_ctrl_c_saves_and_resume_continues_the_step_count(corpus, tmp_path):
     command = [sys.executable, os.path.join(REPO, "train.py"),
                *tiny_args(corpus, tmp_path, "--steps", "1000")]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    printed = open(tmp_path / "printed.txt", "w")
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=printed, stderr=subprocess.PIPE,
                                text=True, errors="replace", preexec_fn=interruptible)
     progress = []
     reader = threading.Thread(target=lambda: progress.extend(iter(lambda: process.stderr.read(64), "")))
@@ -155,6 +177,7 @@ def test_ctrl_c_saves_and_resume_continues_the_step_count(corpus, tmp_path):
     finally:
         process.kill()
         reader.join()
+        printed.close()
 
     run_dir = tmp_path / "checkpoint" / "run1"
     stopped_at = int((run_dir / "counter").read_text())
@@ -162,6 +185,7 @@ def test_ctrl_c_saves_and_resume_continues_the_step_count(corpus, tmp_path):
     assert tf.train.latest_checkpoint(str(run_dir)).endswith(f"model-{stopped_at}")
     assert model_card.read_model_card(str(run_dir))["interrupted"] is True
     assert "--resume" in "".join(progress).splitlines()[-1]
+    assert f"interrupted at step {stopped_at}: saving a checkpoint" in (tmp_path / "printed.txt").read_text()
 
     cwd = os.getcwd()
     os.chdir(tmp_path)
@@ -231,6 +255,16 @@ def test_resume_recovers_the_step_from_the_checkpoint_when_the_counter_is_broken
     assert tf.train.latest_checkpoint(str(run_dir)).endswith("model-6")
     history = model_card.read_model_card(str(run_dir))["history"]
     assert [(h["from_step"], h["to_step"]) for h in history] == [(0, 4), (4, 6)]
+
+
+def test_resuming_a_damaged_checkpoint_is_one_line(trained_run, corpus, tmp_path, capsys):
+    shutil.copytree(trained_run / "checkpoint", tmp_path / "checkpoint")
+    weights = tmp_path / "checkpoint" / "run1" / "model-4.data-00000-of-00001"
+    weights.write_bytes(weights.read_bytes()[:1000])  # cut short, as by a copy that failed
+    assert train.main(tiny_args(corpus, tmp_path, "--resume", "--steps", "6")) == 1
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    assert re.fullmatch(r"train.py: error: cannot load .*model-4: .+", error.strip().splitlines()[-1])
 
 
 def limit_file_size(limit_bytes):
@@ -330,6 +364,20 @@ def test_too_small_corpus_is_a_clear_error(tmp_path, capsys):
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoint" / "run1")) is None
 
 
+def test_a_trained_run_in_the_model_folder_is_never_replaced(corpus, tmp_path, capsys):
+    # --from-scratch builds its new model in --model-dir/scratch-<preset>.
+    held = tmp_path / "models" / "scratch-tiny"
+    held.mkdir(parents=True)
+    (held / "hparams.json").write_text(json.dumps(new_model.PRESETS["tiny"]))
+    (held / "counter").write_text("7\n")
+    exit_code = train.main(tiny_args(corpus, tmp_path, "--steps", "2"))
+    assert exit_code == 1
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    assert error.strip().splitlines()[-1].startswith("train.py: error:") and "--model-dir" in error
+    assert sorted(os.listdir(held)) == ["counter", "hparams.json"]
+
+
 def test_missing_dataset_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         train.main(["--from-scratch", "tiny", "--dataset", str(tmp_path / "absent.txt")])
@@ -337,38 +385,23 @@ def test_missing_dataset_is_a_usage_error(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
-class FakeOut:
-    def __init__(self):
-        self.lines = []
-
-    def write(self, text):
-        self.lines.extend(line for line in text.splitlines() if line)
-
-    def flush(self):
-        pass
-
-
-def test_monitor_reads_finetune_output_and_validates_on_schedule():
-    out = FakeOut()
-    validations = iter([6.0, 5.0, 4.0])
-    prepared_steps = []
-    monitor = train.FinetuneMonitor(out, first_step=1, last_step=5, val_every=2,
-                                    validate=lambda: next(validations), before_step=prepared_steps.append,
-                                    hide_lines=train.LARGE_MODEL_ADVICE)
-    monitor.write("For larger models, the recommended finetune() parameters are:\n")
-    monitor.write("Training...")
-    monitor.write("\n[1 | 0.50] loss=5.90 avg=5.90\n[2 | 1.00] loss=5.") # split across writes
-    monitor.write("10 avg=5.50\n[3 | 1.50] loss=4.80 avg=5.20\n[4 | 2.00] loss=4.50 avg=5.00\n")
-    monitor.write("interrupted\n")
-    monitor.close_bar()
-
-    assert monitor.step == 4 and monitor.avg_loss == 5.0
-    assert monitor.val_loss_start == 6.0 and monitor.val_loss == 4.0  # checked before step 1, at 2 and 4
-    assert monitor.interrupted
-    assert prepared_steps == [1, 2, 3, 4, 5]  # the learning rate is set before each step
-    assert not any("larger models" in line for line in out.lines)
-    assert "step 2: loss 5.10 avg 5.50 val_loss 5.000" in out.lines
-    assert "interrupted at step 4: saving a checkpoint" in out.lines
+def test_training_reports_losses_and_samples_on_schedule(training_session):
+    # --val-every 2 and --sample-every 2 over 4 steps: before step 1 and after step 2; the
+    # last step's losses are measured at the end, and its checkpoint is the one saved.
+    run_dir = training_session.workdir / "checkpoint" / "run1"
+    card = model_card.read_model_card(str(run_dir))
+    lines = training_session.printed.splitlines()
+    assert f"step 0: val_loss {card['val_loss_start']:.3f}" in lines
+    step_lines = [line for line in lines if re.match(r"step [1-9]", line)]
+    assert len(step_lines) == 1, step_lines
+    assert re.fullmatch(r"step 2: loss \d+\.\d\d avg \d+\.\d\d val_loss \d+\.\d{3}", step_lines[0])
+    assert [line for line in lines if line.startswith("Saving ")] == [f"Saving {run_dir / 'model-4'}"]
+    assert training_session.printed.count("======== SAMPLE 1 ========") == 1
+    sample = (training_session.workdir / "samples" / "run1" / "samples-2").read_text()
+    assert sample.startswith("======== SAMPLE 1 ========\n") and sample in training_session.printed
+    # Every optimizer step takes its own rate from the schedule.
+    assert training_session.rate_steps == [1, 2, 3, 4]
+    assert any(name.startswith("events.out.tfevents.") for name in os.listdir(run_dir))  # TensorBoard
 
 
 def test_evaluation_windows_are_fixed_and_cover_the_corpus():

@@ -23,6 +23,9 @@ def pages_for(positions: int, page: int = PAGE) -> int:
 
 
 class CachePool:
+    """The pool's whole geometry: the decoder allocates `places` places, warms up
+    and pads batches on `scratch_places`, and requests use the rest."""
+
     def __init__(self, size: int, page: int = PAGE):
         self.page = page
         self.pages = size // page
@@ -31,10 +34,28 @@ class CachePool:
         self._free = list(range(1, self.pages))  # a heap: low pages first, so memory use stays compact
         self._holders: dict[int, int] = {}  # page in use -> sequences holding it
 
+    @classmethod
+    def for_positions(cls, positions: int, page: int = PAGE) -> CachePool:
+        """A pool where requests can use at least `positions` places."""
+        return cls((pages_for(positions, page) + 1) * page, page)
+
+    @property
+    def places(self) -> int:
+        """Places the decoder allocates, the scratch page's included."""
+        return self.pages * self.page
+
+    @property
+    def scratch_places(self) -> np.ndarray:
+        return np.arange(self.scratch * self.page, (self.scratch + 1) * self.page, dtype=np.int32)
+
     @property
     def size(self) -> int:
         """Places that requests can use."""
         return (self.pages - 1) * self.page
+
+    def holds(self, pages: int) -> bool:
+        """Whether that many pages fit in the pool at all (when nothing else runs)."""
+        return pages <= self.pages - 1
 
     @property
     def free_places(self) -> int:

@@ -17,7 +17,7 @@ from pokegen.model_card import model_name
 
 from . import faults
 from .admission import GenerationQueue
-from .cache_pool import PAGE, pages_for
+from .cache_pool import CachePool, pages_for
 from .checkpoint import Checkpoint, WeightReader, first_line, open_checkpoint
 from .generation import Generation
 from .graph import DecoderGraph
@@ -147,20 +147,19 @@ class Engine:
         tokenizer = Tokenizer(checkpoint.run_dir, checkpoint.hparams.n_vocab)
         reader = WeightReader(checkpoint)
         n_ctx = checkpoint.hparams.n_ctx
-        pool = max(n_ctx, self.cache_tokens or self.max_batch * n_ctx)
-        self.cache_tokens = pool
-        pages = -(-pool // PAGE) + 1  # one more for the scratch page
-        graph = self._new_graph(checkpoint, pages * PAGE)
+        self.cache_tokens = max(n_ctx, self.cache_tokens or self.max_batch * n_ctx)
+        pool = CachePool.for_positions(self.cache_tokens)
+        graph = self._new_graph(checkpoint, pool.places)
         try:
             graph.load_weights(reader)
-            graph.warm_up()
+            graph.warm_up(pool.scratch_places)
         except BaseException:
             graph.close()
             raise
         self._tokenizer, self._graph = tokenizer, graph
         from .corpus_drafts import CorpusDrafts  # here: `python -m app.engine.corpus_drafts` runs alone
         _return_freed_memory()
-        self._scheduler = Scheduler(StepRunner(graph), tokenizer, self._queue, self.model_name,
+        self._scheduler = Scheduler(StepRunner(graph), pool, tokenizer, self._queue, self.model_name,
                                     settings=self.scheduling, on_finish=self._note_finished,
                                     retry_after=self._retry_after,
                                     corpus_drafts=CorpusDrafts.load(checkpoint.run_dir))
@@ -205,7 +204,7 @@ class Engine:
         # The episodes after the first share the prompt's places (scheduler._reserve).
         pages = pages_for(len(prompt) + request.length - 1) + (request.n - 1) * pages_for(
             request.length - 1)
-        if pages > pages_for(self.cache_tokens):
+        if not self._scheduler.pool.holds(pages):
             raise TooManyChoices(f"n is {request.n}: {request.n} episodes of {request.length} "
                                  f"tokens do not fit the cache of {self.cache_tokens} positions")
         generation = Generation(request, prompt, self.queue_timeout)

@@ -212,16 +212,16 @@ class DecoderGraph:
             del feed
         self.session.run(self._init_cache)
 
-    def warm_up(self) -> None:
+    def warm_up(self, scratch: np.ndarray) -> None:
         """Runs each batch size once, so the first requests do not pay for
-        kernel set-up. Uses only the scratch page (places 0-15)."""
-        prompt = np.arange(8, dtype=np.int32)[None, :]
-        self.forward(np.zeros((1, 8), np.int32), prompt, prompt, prompt)
+        kernel set-up. Writes to the scratch places only."""
+        positions = np.arange(8, dtype=np.int32)[None, :]
+        self.forward(np.zeros((1, 8), np.int32), positions, scratch[None, :8], scratch[None, :8])
         for batch in range(self.min_rows, max(self.min_rows, self.max_batch) + 1):
             column = np.full((batch, 1), 8, np.int32)
-            read_at = np.minimum(np.arange(16, dtype=np.int32), 8)  # written places only
-            self.forward(np.zeros((batch, 1), np.int32), column, column,
-                         np.tile(read_at, (batch, 1)))
+            read_at = scratch[np.minimum(np.arange(16), 8)]  # written places only
+            self.forward(np.zeros((batch, 1), np.int32), column,
+                         np.full((batch, 1), scratch[8], np.int32), np.tile(read_at, (batch, 1)))
 
     def forward(self, tokens: np.ndarray, positions: np.ndarray, write_at: np.ndarray,
                 read_at: np.ndarray, all_logits: bool = False) -> np.ndarray:

@@ -130,12 +130,12 @@ class NativeDecoder:
             for name in layer_shapes(self.hparams):
                 self._set(i, LAYER_ROLES[name], reader.read(f"model/h{i}/{name}"))
 
-    def warm_up(self) -> None:
-        """One prompt and one step on the scratch page (places 0-15)."""
-        prompt = np.arange(8, dtype=np.int32)[None, :]
-        self.forward(np.zeros((1, 8), np.int32), prompt, prompt, prompt)
-        column = np.full((1, 1), 8, np.int32)
-        self.forward(np.zeros((1, 1), np.int32), column, column, np.arange(9, dtype=np.int32)[None])
+    def warm_up(self, scratch: np.ndarray) -> None:
+        """One prompt and one step, written to the scratch places only."""
+        positions = np.arange(8, dtype=np.int32)[None, :]
+        self.forward(np.zeros((1, 8), np.int32), positions, scratch[None, :8], scratch[None, :8])
+        self.forward(np.zeros((1, 1), np.int32), np.full((1, 1), 8, np.int32), scratch[None, 8:9],
+                     scratch[None, :9])
 
     def forward(self, tokens: np.ndarray, positions: np.ndarray, write_at: np.ndarray,
                 read_at: np.ndarray, all_logits: bool = False) -> np.ndarray:

@@ -32,7 +32,6 @@ class StepRunner:
     def __init__(self, decoder):
         self.decoder = decoder
         self.ragged = hasattr(decoder, "forward_rows")
-        self.pool_size = decoder.pool_size
         self.n_ctx = decoder.hparams.n_ctx
 
     def run(self, plan: list[Segment], pool: CachePool) -> list[np.ndarray]:
@@ -85,7 +84,7 @@ class StepRunner:
         and read from the scratch page only."""
         kv_len = _rounded(max(s.start for s in segments) + 1, pool.page)
         count = max(self.decoder.min_rows, len(segments))
-        scratch = pool.scratch * pool.page
+        scratch = pool.scratch_places[0]
         tokens = np.zeros((count, 1), np.int32)
         positions = np.zeros((count, 1), np.int32)
         write_at = np.full((count, 1), scratch, np.int32)

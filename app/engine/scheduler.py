@@ -37,6 +37,7 @@ from .admission import GenerationQueue
 from .cache_pool import CachePool, pages_for
 from .drafts import PromptLookup
 from .generation import Generation
+from .prefill_budget import PrefillBudget
 from .repetition import RepetitionControl
 from .runner import Segment, StepRunner
 from .sampling import TokenSampler
@@ -52,8 +53,8 @@ log = logging.getLogger("pokegen.engine")
 
 @dataclass
 class SchedulerSettings:
-    # Prompt tokens read per step while other sequences are decoding: each one
-    # adds about one row's work to the step that every running stream waits for.
+    # The most prompt tokens read per step while other sequences are decoding;
+    # fewer when they cost more than a decode step (prefill_budget.py).
     prefill_chunk: int = 16
     # Prompt tokens per step when nobody is decoding (a bound only so that the
     # loop still notices cancellations and new requests between chunks).
@@ -95,7 +96,8 @@ class Sequence:
 
 
 class Scheduler:
-    def __init__(self, runner: StepRunner, tokenizer: Tokenizer, queue: GenerationQueue,
+    def __init__(self, runner: StepRunner, pool: CachePool, tokenizer: Tokenizer,
+                 queue: GenerationQueue,
                  model_name: str, settings: SchedulerSettings | None = None,
                  on_finish=None, retry_after=None, corpus_drafts: CorpusDrafts | None = None):
         self.runner = runner
@@ -110,7 +112,8 @@ class Scheduler:
         self.corpus_drafts = corpus_drafts  # guesses from the training text, when the run has them
         self.on_finish = on_finish or (lambda seconds: None)
         self.retry_after = retry_after or (lambda: 1)
-        self.pool = CachePool(runner.pool_size)
+        self.pool = pool
+        self.prefill_budget = PrefillBudget(self.settings.prefill_chunk)
         self.starting: deque[Generation] = deque()  # have a slot, wait for pool room
         self.running: list[Sequence] = []
         self.stopping = False
@@ -156,11 +159,15 @@ class Scheduler:
             self.queue.wait_for_work(self._idle_timeout())
             return False
         plan = self.schedule()
+        started = time.perf_counter()
         try:
             logits = self.runner.run(plan, self.pool)
         except Exception as e:  # the decoder is broken: nothing sensible to retry
             self._fail_all(e)
             return False
+        if any(not s.sequence.prefilling for s in plan):
+            self.prefill_budget.observe(time.perf_counter() - started,
+                                        sum(len(s.tokens) for s in plan if s.sequence.prefilling))
         self.update(plan, logits)
         return False
 
@@ -249,7 +256,8 @@ class Scheduler:
             room = min(self.settings.speculative_tokens, seq.limit - seq.produced - 1)
             guess = self._guess(seq, room) if speculate and room > 0 else []
             plan.append(Segment(seq, [seq.last_token, *guess], seq.position, logits="all"))
-        budget = self.settings.prefill_chunk if decoding else self.settings.idle_prefill_chunk
+        budget = (self.prefill_budget.tokens() if decoding and self.runner.ragged
+                  else self.settings.idle_prefill_chunk)
         for seq in self.running:
             if budget <= 0:
                 break

@@ -71,6 +71,19 @@ inline float f8_sum(F8 a) {
   s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
   return _mm_cvtss_f32(s);
 }
+// f8_sum of eight vectors at once, lane j holding f8_sum(a[j]) bit for bit: the same
+// pairs added in the same order, with the vectors transposed along the way.
+inline F8 f8_sum8(const F8* a) {
+  __m256 s[4];
+  for (int j = 0; j < 4; j++)  // [lo(a_j) + hi(a_j) | lo(a_j+4) + hi(a_j+4)]: l0+l4 .. l3+l7
+    s[j] = _mm256_add_ps(_mm256_permute2f128_ps(a[j].v, a[j + 4].v, 0x20),
+                         _mm256_permute2f128_ps(a[j].v, a[j + 4].v, 0x31));
+  // (l0+l4)+(l2+l6) and (l1+l5)+(l3+l7) of two vectors, interleaved.
+  __m256 x = _mm256_add_ps(_mm256_unpacklo_ps(s[0], s[1]), _mm256_unpackhi_ps(s[0], s[1]));
+  __m256 y = _mm256_add_ps(_mm256_unpacklo_ps(s[2], s[3]), _mm256_unpackhi_ps(s[2], s[3]));
+  return {_mm256_add_ps(_mm256_shuffle_ps(x, y, _MM_SHUFFLE(1, 0, 1, 0)),
+                        _mm256_shuffle_ps(x, y, _MM_SHUFFLE(3, 2, 3, 2)))};
+}
 #else
 struct F8 {
   float v[8];
@@ -96,6 +109,11 @@ inline F8 f8_bf16(const uint16_t* p) {
 inline float f8_sum(F8 a) {
   const float* l = a.v;
   return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+inline F8 f8_sum8(const F8* a) {
+  F8 r;
+  for (int j = 0; j < 8; j++) r.v[j] = f8_sum(a[j]);
+  return r;
 }
 #endif
 
@@ -377,7 +395,19 @@ void attend(const Model& m, int layer, int head, const float* query, const int32
   F8 qv[16];  // head sizes up to 128
   for (int d = 0; d < size; d += 8) qv[d / 8] = f8_load(query + offset + d);
   float best = -INFINITY;
-  for (int l = 0; l < visible; l++) {
+  int l = 0;
+  // Eight places at a time: eight independent chains of multiply-adds, summed together.
+  for (; l + 8 <= visible; l += 8) {
+    F8 acc[8];
+    for (int j = 0; j < 8; j++) {
+      size_t at = m.slot(layer, 0, places[l + j]) + offset;
+      acc[j] = f8_zero();
+      for (int d = 0; d < size; d += 8) acc[j] = f8_fma(qv[d / 8], load_cached(m, at + d), acc[j]);
+    }
+    f8_store(scores + l, f8_mul(f8_sum8(acc), f8_set(scale)));
+    for (int j = 0; j < 8; j++) best = std::max(best, scores[l + j]);
+  }
+  for (; l < visible; l++) {
     size_t at = m.slot(layer, 0, places[l]) + offset;
     F8 acc = f8_zero();
     for (int d = 0; d < size; d += 8) acc = f8_fma(qv[d / 8], load_cached(m, at + d), acc);
