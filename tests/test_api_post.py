@@ -33,7 +33,8 @@ def test_a_body_gives_the_episode_of_the_same_query(client, engine_double):
 
 def test_stop_may_be_a_list_and_sample_names_the_prefix(client, engine_double):
     assert post(client, "/", {"sample": "Brock", "stop": ["a", "\n\n"]}).status_code == 200
-    assert (engine_double.submitted[0].prefix, engine_double.submitted[0].stop) == ("Brock", ("a", "\n\n"))
+    submitted = engine_double.submitted[0]
+    assert (submitted.prefix, submitted.stop) == ("Brock", ("a", "\n\n"))
 
 
 def test_an_empty_body_object_takes_every_default(client, engine_double):

@@ -2,8 +2,8 @@
 # Sourced by the CI scripts beside it: sets COMPOSE_FILE (unless already set) to the compose files
 # this build machine needs, and COMPOSE_PROJECT_NAME (pokegen unless set):
 #   docker-compose.yml                            always
-#   docker-compose.override.yml                   nginx's published port, when the engine has a bridge
-#   .ci/docker/docker-compose.host-network.yml    instead, when it has none (dockerd --bridge=none)
+#   docker-compose.override.yml                   nginx's published port, when there is a bridge
+#   .ci/docker/docker-compose.host-network.yml    instead, when there is none (--bridge=none)
 #   deploy/docker-compose.checkpoint-volume.yml   when POKEGEN_CHECKPOINT=volume
 #   .ci/docker/docker-compose.local-wheels.yml    when POKEGEN_WHEELS=1
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-pokegen}
