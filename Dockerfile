@@ -5,7 +5,7 @@
 #   app       (default) the checkpoint in ./checkpoint is baked in, below the code, so a code change
 #             rebuilds only the last small layer.
 #   app-mounted-checkpoint  no checkpoint inside; mount one at /srv/pokegen/checkpoint
-#             (see docker-compose.checkpoint-volume.yml).
+#             (see deploy/docker-compose.checkpoint-volume.yml).
 ARG BASE_IMAGE=debian:bookworm-slim
 
 # ---- build: compilers and headers live only here --------------------------------------------
@@ -16,7 +16,7 @@ RUN apt-get update \
 RUN python3 -m venv /opt/venv
 COPY requirements.txt requirements-nodeps.txt /tmp/pip/
 # pip reads its settings from PIP_* variables: a host whose containers cannot reach PyPI passes a
-# mirror or a folder of packages here (docker-compose.local-wheels.yml does). Unset by default.
+# mirror or a folder of packages here (CI's build machines do). Unset by default.
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_FIND_LINKS
@@ -29,7 +29,7 @@ RUN set -eu; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps -r /tmp/pip/requirements-nodeps.txt
 # The engine's kernels are compiled here: the bfloat16 op against this TensorFlow, and the
 # int8 decoder's AVX-512 VNNI, AVX2 and generic builds. After that TensorFlow's
-# C++ headers and libclang serve nothing: about 350 MB less to ship.
+# C++ headers and libclang serve nothing, and they are large: they stay out of the image.
 COPY app/engine/kernels/ /tmp/kernels/
 RUN set -eu; \
     /opt/venv/bin/python /tmp/kernels/build.py --output /opt/kernels/packed_bf16_matmul.so; \
@@ -76,12 +76,13 @@ HEALTHCHECK --interval=5s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python3", "/usr/local/lib/pokegen/uwsgi_readyz.py"]
 STOPSIGNAL SIGTERM
 CMD ["uwsgi", "--ini", "/srv/pokegen/uwsgi.ini"]
-COPY scripts/docker/uwsgi_readyz.py scripts/docker/uwsgi_drain.py /usr/local/lib/pokegen/
+COPY deploy/uwsgi_readyz.py deploy/uwsgi_drain.py /usr/local/lib/pokegen/
 COPY --from=build /opt/venv /opt/venv
 
 # ---- app-mounted-checkpoint: the code only; the checkpoint comes from a volume ----------------
 FROM runtime AS app-mounted-checkpoint
 COPY uwsgi.ini wsgi.py ./
+COPY pokegen/ ./pokegen/
 COPY app/ ./app/
 COPY --from=build /opt/kernels/ ./app/engine/kernels/
 
@@ -89,5 +90,6 @@ COPY --from=build /opt/kernels/ ./app/engine/kernels/
 FROM runtime AS app
 COPY checkpoint/ ./checkpoint/
 COPY uwsgi.ini wsgi.py ./
+COPY pokegen/ ./pokegen/
 COPY app/ ./app/
 COPY --from=build /opt/kernels/ ./app/engine/kernels/

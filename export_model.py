@@ -18,11 +18,13 @@ import tempfile
 
 import numpy as np
 
+from pokegen.atomic_files import move_into_place
+from pokegen.gpt2_format import END_OF_TEXT
+
 # The engine's modules import TensorFlow, whose start-up notes (some of which no
 # setting silences) would come before a bad argument's one-line error: they are
 # imported where a checkpoint is really read.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-END_OF_TEXT = "<|endoftext|>"  # as app/engine/checkpoint.py, checked by the tests
 
 FORMATS = ("hf", "gguf")
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
@@ -232,10 +234,6 @@ def export(run_dir: str, output: str, fmt: str, outtype: str = "f32", force: boo
 
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
-    # Here, not at the top: scratch_model imports TensorFlow, whose start-up
-    # notes would come before a bad argument's one-line error.
-    from scratch_model import move_into_place
-
     from app.engine.types import ModelLoadError
 
     build_dir = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output)}.exporting-")

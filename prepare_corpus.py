@@ -23,9 +23,10 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from episode_corpus import atomic_write_text, episode_sort_key
+from pokegen.atomic_files import atomic_write_text
+from pokegen.episode_codes import episode_sort_key
+from pokegen.gpt2_format import END_OF_TEXT
 
-DELIMITER = "<|endoftext|>"
 DEFAULT_IN = Path("data/pokeCorpusBulba")
 DEFAULT_OUT = Path("data/train.txt")
 MIN_WORDS = 30   # shorter "plots" are stubs ("This episode has no summary yet.")
@@ -137,14 +138,14 @@ def split_validation(codes: list[str], fraction: float) -> set[str]:
 
 
 def format_corpus(texts: list[str]) -> str:
-    return "".join(f"{text}\n{DELIMITER}\n" for text in texts)
+    return "".join(f"{text}\n{END_OF_TEXT}\n" for text in texts)
 
 
 def episodes_in(path: Path) -> int:
     """Episodes in a corpus file written here (0 when there is none)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            return sum(1 for line in f if line.rstrip("\n") == DELIMITER)
+            return sum(1 for line in f if line.rstrip("\n") == END_OF_TEXT)
     except FileNotFoundError:
         return 0
 
@@ -185,7 +186,7 @@ def fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Clean the crawled episode plots and write train/validation text files "
-                    f"for gpt-2-simple, episodes separated by {DELIMITER} lines.")
+                    f"for gpt-2-simple, episodes separated by {END_OF_TEXT} lines.")
     parser.add_argument("--in", dest="in_dir", type=Path, default=DEFAULT_IN,
                         help="folder of <CODE>.txt plots (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,

@@ -8,7 +8,7 @@ The loop below does what gpt-2-simple's finetune does, with its pieces (the GPT-
 model, the window sampler, the text sampler, gradient accumulation) and Adam. The run
 folder is what finetune writes (model-<step> checkpoints, `counter`, hparams.json,
 encoder.json, vocab.bpe), so it loads with plain `gpt2.load_gpt2(sess, run_name=...)`.
-Next to the checkpoint goes a model card (`pokegen.json`, see model_card.py). Ctrl-C
+Next to the checkpoint goes a model card (`pokegen.json`, see pokegen/model_card.py). Ctrl-C
 saves a checkpoint; `--resume` goes on from it.
 """
 
@@ -42,10 +42,9 @@ import requests
 import tensorflow as tf
 from tqdm import tqdm
 
-import model_card
-import scratch_model
 from app.engine import corpus_drafts
-from episode_corpus import atomic_write_text
+from pokegen import model_card, new_model
+from pokegen.atomic_files import atomic_write_text
 
 GPT2_FILES = ["checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
               "model.ckpt.index", "model.ckpt.meta", "vocab.bpe"]
@@ -166,7 +165,7 @@ def prepare_base_model(args, seed):
         path = os.path.join(args.model_dir, f"scratch-{args.from_scratch}")
         print(f"Building a new {args.from_scratch} model in {path} (tokenizer trained on {args.dataset})")
         try:
-            scratch_model.create_model_dir(path, args.from_scratch, corpus_files=[args.dataset], seed=seed)
+            new_model.create_model_dir(path, args.from_scratch, corpus_files=[args.dataset], seed=seed)
         except FileExistsError as error:
             raise TrainingError(f"{error}; pick another --model-dir") from None
         return path, {"kind": "scratch", "preset": args.from_scratch}
@@ -423,8 +422,8 @@ def parse_args(argv=None):
                "reuses the run's. --steps counts the run's total, so a resumed run stops there too.")
     base = parser.add_mutually_exclusive_group()
     base.add_argument("--model", default="124M", help="GPT-2 to fine-tune: 124M (default), 355M, ...")
-    base.add_argument("--from-scratch", choices=list(scratch_model.PRESETS), metavar="PRESET",
-                      help=f"train a new model instead of GPT-2: {', '.join(scratch_model.PRESETS)}")
+    base.add_argument("--from-scratch", choices=list(new_model.PRESETS), metavar="PRESET",
+                      help=f"train a new model instead of GPT-2: {', '.join(new_model.PRESETS)}")
     parser.add_argument("--dataset", default="data/train.txt", help="training text (default: %(default)s)")
     parser.add_argument("--val-dataset", help="validation text; its loss is printed every --val-every "
                         "steps (default: data/val.txt when it exists and --dataset is the "
@@ -474,7 +473,7 @@ def main(argv=None):
     try:
         with exclusive_run(run_dir):
             card, interrupted = train(args)
-    except TrainingError as error:
+    except (TrainingError, model_card.ModelCardError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # e.g. an unreadable corpus, or a full disk before training

@@ -2,7 +2,7 @@
 (nginx -> uWSGI -> engine on 127.0.0.1), with one generation slot on a
 GPT-2-small-shaped random checkpoint (built once in build/bench/).
 
-    python benchmarks/abandoned_requests.py              # about 3 minutes on 2 cores
+    python benchmarks/abandoned_requests.py
     python benchmarks/abandoned_requests.py --length 500
 
 For each way of leaving (a GET / closed after --after seconds, a HEAD
@@ -18,17 +18,14 @@ import argparse
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import requests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from benchmarks.service_speed import ensure_checkpoint
+from pokegen.service_stack import ServiceStack, wait_for
 
-from service_speed import ensure_checkpoint  # noqa: E402
-from service_stack import ServiceStack, wait_for  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NEXT = "/?prefix=Misty&length=8&seed=1"
 

@@ -13,7 +13,7 @@
    for many arrival sequences of the same length, so its 5-95% band shows how much a run this
    short varies by chance alone.
 
-    python benchmarks/capacity_check.py                 # about 15 minutes on 2 quiet cores
+    python benchmarks/capacity_check.py
     python benchmarks/capacity_check.py --levels 0.5,1.3 --seconds 240 --length 128
 """
 from __future__ import annotations
@@ -28,21 +28,20 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from benchmarks.capacity_model import ReplicaSpeed, Settings, simulate
+from benchmarks.service_speed import (DEFAULT_CHECKPOINT_DIR, RUN_NAME, cpu_model, ensure_checkpoint,
+                           log, write_json)
+from benchmarks.speed_client import json_episode, percentiles, run_round
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-from capacity_model import ReplicaSpeed, Settings, simulate  # noqa: E402
-from service_speed import (DEFAULT_CHECKPOINT_DIR, RUN_NAME, cpu_model, ensure_checkpoint,  # noqa: E402
-                           log, write_json)
-from speed_client import json_episode, percentiles, run_round  # noqa: E402
 
 SETTINGS = Settings(replicas=1, slots=3, queue=16, queue_timeout=30.0)
 LENGTH = 256
 
 
 def start_stack(checkpoint_dir: str):
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from service_stack import ServiceStack
+    from pokegen.service_stack import ServiceStack
 
     settings = dict(CHECKPOINT_DIR=os.path.abspath(checkpoint_dir), RUN_NAME=RUN_NAME,
                     GENERATION_CONCURRENCY=SETTINGS.slots, QUEUE_SIZE=SETTINGS.queue,

@@ -15,9 +15,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from app.engine.native import PROFILE_PARTS as PARTS  # noqa: E402  (the decoder's own clocks name them)
+from app.engine.native import PROFILE_PARTS as PARTS  # the decoder's own clocks name them
 
 
 def build_graph(checkpoint_dir: str, run_name: str, max_batch: int, threads: int | None,

@@ -19,8 +19,6 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def rss_mib() -> float:
     with open("/proc/self/status") as f:
@@ -120,10 +118,10 @@ def main() -> None:
 
     run_dir = os.path.join(args.checkpoint_dir, args.run_name)
     if not os.path.isdir(run_dir):
-        import scratch_model
+        from pokegen.new_model import create_model_dir
 
         print(f"building a {args.preset} checkpoint in {run_dir} ...", flush=True)
-        scratch_model.create_model_dir(run_dir, args.preset)
+        create_model_dir(run_dir, args.preset)
 
     from app.engine import Engine, GenerationRequest
     from app.engine.scheduler import SchedulerSettings

@@ -30,7 +30,6 @@ import tempfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 GPT2_SMALL = {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_ctx": 1024, "n_vocab": 50257}
 

@@ -3,7 +3,7 @@ transformers, side by side in one run, on one random checkpoint of GPT-2
 small's shape.
 
     make bench-peers                                   # sets the peers up, then runs this
-    python benchmarks/peer_speed.py                    # about 20 minutes on 2 quiet cores
+    python benchmarks/peer_speed.py
     python benchmarks/peer_speed.py --quick --peers llama,ct2
 
 1. Builds the checkpoint once (build/bench/gpt2-small, shared with service_speed.py).
@@ -30,11 +30,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from benchmarks.peers import llama_cpp
+from benchmarks.service_speed import DEFAULT_CHECKPOINT_DIR, RUN_NAME, cpu_model, ensure_checkpoint, model_description
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-from peers import llama_cpp  # noqa: E402
-from service_speed import DEFAULT_CHECKPOINT_DIR, RUN_NAME, cpu_model, ensure_checkpoint, model_description  # noqa: E402
 
 PEERS = ("pokegen", "llama", "ct2", "hf")
 PEERS_VENV = os.path.join("build", "peers-venv")

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from app.engine.checkpoint import WeightReader, open_checkpoint  # noqa: E402
-from app.engine.graph import DecoderGraph  # noqa: E402
-from app.engine.native import NativeDecoder  # noqa: E402
-from app.engine.text import Tokenizer  # noqa: E402
+from app.engine.checkpoint import WeightReader, open_checkpoint
+from app.engine.graph import DecoderGraph
+from app.engine.native import NativeDecoder
+from app.engine.text import Tokenizer
 
 # (weights, cache): the reference first, the engine's default last.
 SETTINGS = [("float32", "float32"), ("float32", "bfloat16"), ("bfloat16", "float32"),

@@ -20,11 +20,10 @@ import re
 import shlex
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from app.engine import Engine, GenerationRequest
+from app.validation import REPETITION_DEFAULTS
 
-from app.engine import Engine, GenerationRequest  # noqa: E402
-from app.validation import REPETITION_DEFAULTS  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONTROLS = ("repetition_penalty", "frequency_penalty", "presence_penalty", "no_repeat_ngram_size")
 OFF = {name: getattr(GenerationRequest(), name) for name in CONTROLS}

@@ -20,21 +20,13 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from app.engine import sampling
+from app.engine.sampling import TokenSampler
+from benchmarks.service_speed import cpu_model
 
-from app.engine import sampling  # noqa: E402
-from app.engine.sampling import TokenSampler  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 VOCAB = 50257
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def timed(rows: np.ndarray, temperature: float, top_p: float, head: int) -> tuple[float, list]:

@@ -1,11 +1,11 @@
 """Speed and memory of the whole service (nginx -> uWSGI -> engine on
 127.0.0.1) next to gpt-2-simple, on a randomly initialised checkpoint of GPT-2
-small's exact shape, with the issue's targets marked met or not.
+small's exact shape, with the service's targets marked met or not.
 
-    python benchmarks/service_speed.py            # the full run, about 15 minutes
+    python benchmarks/service_speed.py            # the full run
     python benchmarks/service_speed.py --quick    # a smoke run: few, short requests
 
-1. Builds the checkpoint once with scratch_model (kept in build/bench/).
+1. Builds the checkpoint once with pokegen.new_model (kept in build/bench/).
 2. Measures gpt-2-simple in separate processes (benchmarks/gpt2_simple_anchors.py):
    generate() on a persistent session, its sampling loop built once, and the
    original's load-and-generate per request; and the engine alone, in-process
@@ -27,14 +27,14 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
+
+from benchmarks.speed_client import ServiceMemory, json_episode, run_round, stream_episode
+from benchmarks.speed_report import check_targets, format_report
+from pokegen.atomic_files import atomic_write_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-from speed_client import ServiceMemory, json_episode, run_round, stream_episode  # noqa: E402
-from speed_report import check_targets, format_report  # noqa: E402
 
 DEFAULT_CHECKPOINT_DIR = os.path.join("build", "bench", "gpt2-small")
 RUN_NAME = "run1"
@@ -58,9 +58,7 @@ def ensure_checkpoint(checkpoint_dir: str, preset: str) -> None:
         return
     log(f"building a random {preset} checkpoint in {run_dir}")
     # In a child process: the benchmark's own process stays free of TensorFlow.
-    done = subprocess.run([sys.executable, "-c", "import sys, scratch_model; "
-                           "scratch_model.create_model_dir(sys.argv[1], sys.argv[2])",
-                           run_dir, preset],
+    done = subprocess.run([sys.executable, "-m", "pokegen.new_model", run_dir, "--preset", preset],
                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
@@ -147,8 +145,7 @@ def run_anchors(args) -> dict:
 # ------------------------------------------------------------------ service
 
 def start_stack(args):
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from service_stack import ServiceStack
+    from pokegen.service_stack import ServiceStack
 
     settings = dict(CHECKPOINT_DIR=os.path.abspath(args.checkpoint_dir), RUN_NAME=RUN_NAME,
                     GENERATION_CONCURRENCY=args.generation_concurrency, QUEUE_SIZE=QUEUE_SIZE,
@@ -242,11 +239,7 @@ def run(args) -> dict:
 
 
 def write_json(path: str, results: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
-        json.dump(results, f, indent=1)
-    os.replace(f.name, path)
+    atomic_write_text(path, json.dumps(results, indent=1))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -261,7 +254,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="folder of the run1 checkpoint, built there when missing "
                              f"({DEFAULT_CHECKPOINT_DIR})")
     parser.add_argument("--preset", default="gpt2-small",
-                        help="scratch_model preset when building (gpt2-small)")
+                        help="pokegen.new_model preset when building (gpt2-small)")
     parser.add_argument("--levels", default="1,3,8,16", help="concurrencies to measure (1,3,8,16)")
     parser.add_argument("--generation-concurrency", type=int, default=16,
                         help="GENERATION_CONCURRENCY of the stack: requests decoded together (16)")

@@ -47,16 +47,16 @@ from urllib.parse import urlsplit
 import aiohttp
 import requests
 
+from benchmarks.service_speed import cpu_model
+from benchmarks.soak_client import (TOKENS, Slowloris, engine_gauges, leave_a_stream,
+                                    probe_health, seconds_until_idle, send_all, send_one)
+from benchmarks.soak_requests import OVERLOADED, request_mix
+from benchmarks.soak_scenarios import (LEFT_STREAM_LENGTH, flood_probes, head_probes,
+                                       left_stream_probes, overload_probes, oversized_head_probes)
+from benchmarks.speed_client import PeakSampler
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-from soak_client import (TOKENS, Slowloris, engine_gauges, leave_a_stream,  # noqa: E402
-                         probe_health, seconds_until_idle, send_all, send_one)
-from soak_requests import OVERLOADED, request_mix  # noqa: E402
-from soak_scenarios import (LEFT_STREAM_LENGTH, flood_probes, head_probes,  # noqa: E402
-                            left_stream_probes, overload_probes, oversized_head_probes)
-from service_speed import cpu_model  # noqa: E402
-from speed_client import PeakSampler  # noqa: E402
 
 RSS_TOLERANCE = 0.05
 # A left stream must not run on: it may generate at most this share of its length.
@@ -489,8 +489,7 @@ def main() -> int:
 
 
 def _soak_own_stack(args, soak: dict) -> SoakReport:
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from service_stack import ServiceStack
+    from pokegen.service_stack import ServiceStack
 
     settings = dict(GENERATION_CONCURRENCY=args.generation_concurrency,
                     QUEUE_SIZE=args.queue_size, RATE_LIMIT=args.rate_limit,

@@ -15,7 +15,7 @@ from typing import Optional
 import aiohttp
 from yarl import URL
 
-from soak_requests import LIMITED, OVERLOADED, Probe, problem_with
+from benchmarks.soak_requests import LIMITED, OVERLOADED, Probe, problem_with
 
 # A refused client asks again after the shortest Retry-After the service gives:
 # the load stays past the capacity without spinning on refusals.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 import string
 
-from soak_requests import OVERLOADED, Probe, query
+from benchmarks.soak_requests import OVERLOADED, Probe, query
 
 # The article's episode length: long enough that the slots and the queue fill.
 EPISODE_LENGTH = 256

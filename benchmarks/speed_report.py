@@ -1,4 +1,4 @@
-"""The issue's targets, checked against one run of benchmarks/service_speed.py,
+"""The service's speed and memory targets, checked against one run of benchmarks/service_speed.py,
 and the table it prints. Works on the run's results as plain data (the same
 dict the run can write as JSON)."""
 from __future__ import annotations
@@ -118,7 +118,7 @@ def format_report(results: dict) -> str:
     lines += ["", "anchors: gpt-2-simple on the same checkpoint, same sampling, "
                   f"{settings['anchor_length']} tokens, each in its own process"]
     lines += _anchor_lines(results.get("anchors", {}))
-    lines += ["", "targets (issue 6):"]
+    lines += ["", "targets:"]
     for target in results["targets"]:
         lines.append(f"  {target['name']:<52} {target['text'] or '-':<28} "
                      f"{_bound_text(target):<10} {_verdict(target['met'])}")

@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 
 def status_of(url: str, timeout: float) -> str:
@@ -31,7 +30,7 @@ def status_of(url: str, timeout: float) -> str:
 
 def measure(stack, held: int, length: int, limit: float) -> dict:
     """Kills the worker while `held` generations run; seconds until a 200."""
-    from service_stack import wait_for
+    from pokegen.service_stack import wait_for
 
     worker = stack.uwsgi_worker()
     with ThreadPoolExecutor(held) as pool:
@@ -58,7 +57,7 @@ def main() -> int:
     parser.add_argument("--limit", type=float, default=600.0,
                         help="seconds to wait for the service to answer again (600)")
     args = parser.parse_args()
-    from service_stack import ServiceStack
+    from pokegen.service_stack import ServiceStack
 
     settings = {"CHECKPOINT_DIR": os.path.abspath(args.checkpoint_dir)} if args.checkpoint_dir \
         else {}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from demo.local_wiki import LocalWiki
 from demo.synthetic_episodes import generate_episodes, load_episodes, save_episodes
-from episode_corpus import CodeError, default_codes, parse_series
+from pokegen.episode_codes import CodeError, default_codes, parse_series
 
 ROOT = Path(__file__).resolve().parent.parent
 

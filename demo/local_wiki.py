@@ -29,7 +29,7 @@ from demo.wiki_markup import (
     render_main_page,
     render_missing_page,
 )
-from episode_corpus import default_codes
+from pokegen.episode_codes import default_codes
 
 FAULTS = {
     "503-once": "answer 503 Service Unavailable to the first request",
@@ -139,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "pokegen-demo-wiki/1.0"
     timeout = 15   # idle keep-alive connections are closed after this
-    disable_nagle_algorithm = True   # headers and body are separate writes: avoid 40 ms stalls
+    disable_nagle_algorithm = True   # headers and body are separate writes: no delayed-ACK stall
 
     @property
     def wiki(self) -> LocalWiki:

@@ -9,12 +9,10 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+from pokegen.browser import chromium_page
+from pokegen.service_stack import ServiceStack
 
-from browser import chromium_page  # noqa: E402
-from service_stack import ServiceStack  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PREFIX = "Ash and Pikachu arrive in a new town, where"
 SEED = 2024

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Writes $RUN_DIR/pokegen-upstreams.conf, the servers of nginx's `pokegen_app` upstream, and
-# prints "changed" when its content changed (scripts/docker/upstream-watch.sh then reloads nginx).
+# prints "changed" when its content changed (deploy/upstream-watch.sh then reloads nginx).
 #   POKEGEN_SOCKET_DIR  a folder shared by replicas: one server per app-*.sock in it (the app
 #                       links each replica's socket there, named after its host name, once the
 #                       replica has loaded its model)

@@ -8,10 +8,9 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from app.config import SETTINGS
 
-from app.config import SETTINGS  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BEGIN = "<!-- settings table: made by `make settings-docs` from app/config.py's SETTINGS -->"
 END = "<!-- end of settings table -->"

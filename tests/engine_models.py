@@ -1,17 +1,25 @@
-"""Small checkpoints for the engine tests, made with the project's own
-scratch-model builder (a run folder gpt-2-simple can load)."""
+"""Checkpoints and engines for the engine tests: private copies of the session's tiny run
+(conftest.py's tiny_checkpoint), copies with every weight perturbed, and gpt-2-simple's own
+logits and the engine graph's own to compare."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 import numpy as np
 
-import scratch_model
+from pokegen.service_stack import tiny_checkpoint_dir
 
 
-def make_run(checkpoint_dir: str, run_name: str = "run1", preset: str = "tiny", seed: int = 0) -> str:
+# What the forward-pass tests read, and compare logits on.
+PROMPT = "Ash and Pikachu reach Viridian City, where Nurse Joy heals the injured Pokemon."
+
+
+def copy_tiny_run(checkpoint_dir: str, run_name: str = "run1") -> str:
+    """A copy of the tiny run in checkpoint_dir/run_name, for a test that changes it."""
     run_dir = os.path.join(checkpoint_dir, run_name)
-    scratch_model.create_model_dir(run_dir, preset, seed=seed)
+    shutil.copytree(os.path.join(tiny_checkpoint_dir(), "run1"), run_dir)
     return run_dir
 
 
@@ -25,12 +33,12 @@ def started_engine(checkpoint_dir: str, **options):
     return engine
 
 
-def perturbed_model(checkpoint_dir: str):
+def perturbed_copy(checkpoint_dir: str):
     """A tiny run with every weight perturbed: (checkpoint_dir, checkpoint, tokenizer)."""
     from app.engine.checkpoint import open_checkpoint
     from app.engine.text import Tokenizer
 
-    run_dir = make_run(checkpoint_dir)
+    run_dir = copy_tiny_run(checkpoint_dir)
     perturb_weights(run_dir)
     checkpoint = open_checkpoint(checkpoint_dir, "run1")
     return checkpoint_dir, checkpoint, Tokenizer(run_dir, checkpoint.hparams.n_vocab)
@@ -59,3 +67,38 @@ def perturb_weights(run_dir: str, seed: int = 0) -> None:
         with tf.compat.v1.Session(graph=graph) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             saver.save(sess, os.path.join(run_dir, "model"), global_step=2)
+
+
+def reference_logits(checkpoint, tokens, weight_dtype="float32"):
+    """gpt-2-simple's logits; with weight_dtype bfloat16, its weight matrices
+    rounded to bfloat16 first, as the engine holds them."""
+    import ml_dtypes
+    import tensorflow as tf
+    from gpt_2_simple.src import model as gpt2_model
+
+    hparams = gpt2_model.default_hparams()
+    with open(os.path.join(checkpoint.run_dir, "hparams.json")) as f:
+        hparams.override_from_dict(json.load(f))
+    graph = tf.Graph()
+    with graph.as_default():
+        context = tf.compat.v1.placeholder(tf.int32, [1, None])
+        output = gpt2_model.model(hparams=hparams, X=context)
+        with tf.compat.v1.Session(graph=graph) as sess:
+            tf.compat.v1.train.Saver().restore(sess, checkpoint.path)
+            if weight_dtype == "bfloat16":
+                for var in tf.compat.v1.global_variables():
+                    if var.op.name.endswith(("/w", "/wte")):
+                        rounded = sess.run(var).astype(ml_dtypes.bfloat16).astype(np.float32)
+                        var.load(rounded, sess)
+            return sess.run(output["logits"], {context: [tokens]})[0]
+
+
+def at(base, positions):
+    """Pool places of a sequence stored contiguously from `base`."""
+    return np.asarray(positions, np.int32) + base
+
+
+def prompt_logits(graph, tokens, base, all_logits=False):
+    places = at(base, np.arange(len(tokens)))[None]
+    return graph.forward(np.array([tokens]), np.arange(len(tokens))[None], places, places,
+                         all_logits=all_logits)

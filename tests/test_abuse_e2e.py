@@ -20,8 +20,10 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from service_stack import (SLOW_TURNS, FrozenLoop, ServiceStack, read_events, short_temp_dir,
-                           wait_for)
+from live_generation import SLOW_TURNS, FrozenLoop, read_events
+from pokegen.service_stack import ServiceStack, short_temp_dir, wait_for
+
+pytestmark = pytest.mark.e2e
 
 TOKENS = "pokegen_engine_tokens_generated"
 IN_FLIGHT = "pokegen_generations_in_flight"
@@ -41,15 +43,13 @@ def freeze_file():
 
 
 @pytest.fixture(scope="module")
-def stack(freeze_file):
-    service = ServiceStack(GENERATION_CONCURRENCY=1, QUEUE_SIZE=1, QUEUE_TIMEOUT=120,
-                           CLIENT_GENERATION_LIMIT=1, TRUSTED_PROXIES="127.0.0.1",
-                           # One token a step, so that tokens count steps.
-                           SPECULATIVE_TOKENS=0,
-                           RATE_LIMIT=1000, RATE_BURST=2000, CONNECTION_LIMIT=100,
-                           POKEGEN_FAULT_FREEZE_FILE=freeze_file, **SLOW_TURNS).start()
-    yield service
-    assert service.stop() in (0, 143), service.log()
+def stack(start_stack, freeze_file):
+    return start_stack(GENERATION_CONCURRENCY=1, QUEUE_SIZE=1, QUEUE_TIMEOUT=120,
+                       CLIENT_GENERATION_LIMIT=1, TRUSTED_PROXIES="127.0.0.1",
+                       # One token a step, so that tokens count steps.
+                       SPECULATIVE_TOKENS=0,
+                       RATE_LIMIT=1000, RATE_BURST=2000, CONNECTION_LIMIT=100,
+                       POKEGEN_FAULT_FREEZE_FILE=freeze_file, **SLOW_TURNS)
 
 
 def idle(stack) -> bool:

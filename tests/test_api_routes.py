@@ -6,23 +6,10 @@ import re
 
 import pytest
 
-from app import create_app
-from app.config import Config
 from app.engine.types import Busy
-from engine_double import EngineDouble
 
 
-@pytest.fixture
-def engine():
-    return EngineDouble()
-
-
-@pytest.fixture
-def client(engine):
-    return create_app(Config(), engine=engine).test_client()
-
-
-def test_generation_answers_json_with_cors(client, engine):
+def test_generation_answers_json_with_cors(client, engine_double):
     response = client.get("/?prefix=Ash%20fell&length=4&seed=3")
     assert response.status_code == 200
     assert response.content_type == "application/json; charset=utf-8"
@@ -30,7 +17,7 @@ def test_generation_answers_json_with_cors(client, engine):
     body = response.get_json()
     assert set(body) == {"text", "prefix", "tokens", "seconds", "model", "finish_reason"}
     assert body["text"].startswith("Ash fell") and body["prefix"] == "Ash fell"
-    assert engine.submitted[0].length == 4 and engine.submitted[0].seed == 3
+    assert engine_double.submitted[0].length == 4 and engine_double.submitted[0].seed == 3
 
 
 def test_jsonp_wraps_valid_json_for_the_original_front_end(client):
@@ -44,23 +31,23 @@ def test_jsonp_wraps_valid_json_for_the_original_front_end(client):
 
 @pytest.mark.parametrize("query", ["length=0", "callback=alert(document.cookie)",
                                    "temperature=hot", "prefix=" + "x" * 1001, "bogus=1"])
-def test_bad_parameters_are_400_json_and_reach_no_engine(client, engine, query):
+def test_bad_parameters_are_400_json_and_reach_no_engine(client, engine_double, query):
     response = client.get("/?" + query)
     assert response.status_code == 400
     assert response.content_type.startswith("application/json")
     assert response.get_json()["error"]
-    assert engine.submitted == []
+    assert engine_double.submitted == []
 
 
-def test_prefix_and_length_beyond_the_context_window_are_400(client, engine):
-    engine.info["hparams"]["n_ctx"] = 10
+def test_prefix_and_length_beyond_the_context_window_are_400(client, engine_double):
+    engine_double.info["hparams"]["n_ctx"] = 10
     response = client.get("/?prefix=a%20b%20c&length=8")
     assert response.status_code == 400
     assert "context" in response.get_json()["error"]
 
 
-def test_busy_engine_is_503_with_retry_after(client, engine):
-    engine.busy_reason = "all generation slots are busy"
+def test_busy_engine_is_503_with_retry_after(client, engine_double):
+    engine_double.busy_reason = "all generation slots are busy"
     response = client.get("/?prefix=x")
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "7"
@@ -68,8 +55,8 @@ def test_busy_engine_is_503_with_retry_after(client, engine):
                                    "retry_after": 7}
 
 
-def test_while_loading_generation_and_readyz_are_503(client, engine):
-    engine.state = "loading"
+def test_while_loading_generation_and_readyz_are_503(client, engine_double):
+    engine_double.state = "loading"
     for path in ("/?prefix=x", "/readyz", "/stream?prefix=x"):
         response = client.get(path)
         assert response.status_code == 503, path
@@ -77,8 +64,8 @@ def test_while_loading_generation_and_readyz_are_503(client, engine):
     assert client.get("/healthz").status_code == 200
 
 
-def test_failed_model_is_503_with_the_engines_reason(client, engine):
-    engine.state, engine.error = "failed", "no checkpoint in checkpoint/run1"
+def test_failed_model_is_503_with_the_engines_reason(client, engine_double):
+    engine_double.state, engine_double.error = "failed", "no checkpoint in checkpoint/run1"
     for path in ("/readyz", "/?prefix=x"):
         response = client.get(path)
         assert response.status_code == 503
@@ -116,19 +103,19 @@ def test_stream_sends_pieces_then_the_json_of_slash(client):
     assert set(events[-1][1]) == {"text", "prefix", "tokens", "seconds", "model", "finish_reason"}
 
 
-def test_stream_refuses_before_starting(client, engine):
+def test_stream_refuses_before_starting(client, engine_double):
     assert client.get("/stream?length=0").status_code == 400
     assert client.get("/stream?callback=cb").status_code == 400
-    engine.busy_reason = "queue full"
+    engine_double.busy_reason = "queue full"
     assert client.get("/stream?prefix=x").status_code == 503
 
 
-def test_closing_a_stream_early_cancels_the_generation(client, engine):
+def test_closing_a_stream_early_cancels_the_generation(client, engine_double):
     response = client.get("/stream?prefix=x", buffered=False)
     first = next(response.response)
     assert b"event: piece" in first
     response.close()
-    assert len(engine.cancelled) == 1
+    assert len(engine_double.cancelled) == 1
 
 
 def test_info_shows_model_card_limits_and_graph_size(client):
@@ -152,13 +139,13 @@ def test_metrics_count_requests_tokens_and_engine_gauges(client):
     assert "process_resident_memory_bytes" in text
 
 
-def test_stream_whose_queue_wait_runs_out_is_a_plain_503(client, engine):
+def test_stream_whose_queue_wait_runs_out_is_a_plain_503(client, engine_double):
     def pieces_after_waiting_too_long(self):
         raise Busy("waited 30 s for a slot", 4)
         yield  # a generator, like the engine's
 
-    engine.generation_pieces = pieces_after_waiting_too_long
+    engine_double.generation_pieces = pieces_after_waiting_too_long
     response = client.get("/stream?prefix=x")
     assert response.status_code == 503 and response.headers["Retry-After"] == "4"
     assert response.get_json()["error"] == "waited 30 s for a slot"
-    assert len(engine.cancelled) == 1
+    assert len(engine_double.cancelled) == 1

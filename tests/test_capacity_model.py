@@ -6,10 +6,8 @@ import sys
 
 import pytest
 
-from service_stack import ROOT
-
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from capacity_model import ReplicaSpeed, Settings, simulate  # noqa: E402
+from benchmarks.capacity_model import ReplicaSpeed, Settings, simulate
+from pokegen.service_stack import ROOT
 
 SCRIPT = os.path.join(ROOT, "benchmarks", "capacity_model.py")
 

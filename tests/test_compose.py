@@ -1,8 +1,9 @@
-"""The containers for real: scripts/docker/compose-up.sh (what `make compose-up` runs) builds the
-images and starts the docker-compose stack, then the tests ask nginx on 127.0.0.1:5000 for an
-episode, the page, JSONP and a 400, and compose-down.sh removes the stack again.
+"""The containers for real: CI's compose-up (.ci/docker/compose-up.sh, which runs the
+deploy/compose-up.sh that `make compose-up` runs) builds the images and starts the docker-compose
+stack, then the tests ask nginx on 127.0.0.1:5000 for an episode, the page, JSONP and a 400, and
+compose-down removes the stack again.
 
-Docker is installed and its engine started when missing (as root, see scripts/docker/); an engine
+Docker is installed and its engine started when missing (as root, see .ci/docker/); an engine
 that this module started is stopped at the end. The stack uses host networking (dockerd runs
 without a bridge here) with nginx bound to 127.0.0.1, and the tiny test checkpoint is mounted as a
 volume. A cold build takes several minutes; later runs reuse the image layers.
@@ -10,35 +11,21 @@ volume. A cold build takes several minutes; later runs reuse the image layers.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 
 import pytest
 import requests
 
-from service_stack import ROOT, tiny_checkpoint_dir
+from compose_stack import compose, compose_stack, skip_unless_docker_can_run
+
+skip_unless_docker_can_run()
+pytestmark = pytest.mark.docker
 
 PORT = 5000
 URL = f"http://127.0.0.1:{PORT}"
-PROJECT = "pokegen-test"
-SCRIPTS = os.path.join(ROOT, "scripts", "docker")
-
-
-def docker_usable_without_root() -> bool:
-    if not (shutil.which("docker") and shutil.which("docker-compose")):
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
-
-
-if os.geteuid() != 0 and not docker_usable_without_root():
-    pytest.skip("the container tests install and start Docker, which needs root "
-                "(or a running engine and docker-compose usable by this user)",
-                allow_module_level=True)
 
 
 def port_in_use(port: int) -> bool:
@@ -46,51 +33,17 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def run_script(name: str, env: dict, log_path: str, timeout: float) -> None:
-    with open(log_path, "ab") as log:
-        result = subprocess.run([os.path.join(SCRIPTS, name)], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                timeout=timeout)
-    if result.returncode != 0:
-        with open(log_path, encoding="utf-8", errors="replace") as log:
-            tail = log.read()[-5000:]
-        raise AssertionError(f"{name} exited with {result.returncode}:\n{tail}")
-
-
 @pytest.fixture(scope="module")
-def stack():
+def stack(tiny_checkpoint):
     if port_in_use(PORT):
         pytest.fail(f"port {PORT} is already in use on 127.0.0.1: stop what listens there "
                     f"(make compose-down, or a running `make serve`) and run again")
-    checkpoint_dir = tiny_checkpoint_dir()
-    os.chmod(checkpoint_dir, 0o755)  # the app runs as an unprivileged user in its container
-    work_dir = tempfile.mkdtemp(prefix="pokegen-compose-")
-    env = {
-        **os.environ,
-        "COMPOSE_PROJECT_NAME": PROJECT,
-        "POKEGEN_TAG": "test",
-        "POKEGEN_CHECKPOINT": "volume",
-        "CHECKPOINT_DIR": checkpoint_dir,
-        "RUN_NAME": "run1",
-        "PORT": str(PORT),
-        "READY_TIMEOUT": "600",
-        # Only an engine started here is stopped at the end.
-        "POKEGEN_DOCKERD_MARKER": os.path.join(work_dir, "dockerd.pid"),
-        "PYTHON": os.path.join(ROOT, ".venv", "bin", "python"),
-    }
-    env.pop("COMPOSE_FILE", None)
-    log_path = os.path.join(work_dir, "compose.log")
-    try:
-        run_script("compose-up.sh", env, log_path, timeout=40 * 60)
+    with compose_stack("pokegen-test", tiny_checkpoint, PORT, READY_TIMEOUT=600) as env:
         yield env
-    finally:
-        run_script("compose-down.sh", env, log_path, timeout=10 * 60)
-        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def container(env: dict, service: str) -> dict:
-    ids = subprocess.run([os.path.join(SCRIPTS, "compose.sh"), "ps", "-q", service], cwd=ROOT,
-                         env=env, capture_output=True, text=True, check=True).stdout.split()
+    ids = compose(env, "ps", "-q", service).split()
     assert len(ids) == 1, f"expected one {service} container, got {ids}"
     inspected = subprocess.run(["docker", "inspect", ids[0]], capture_output=True, text=True,
                                check=True).stdout

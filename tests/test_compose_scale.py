@@ -1,4 +1,4 @@
-"""Replicas for real: scripts/docker/compose-up.sh with APP_REPLICAS=2 runs
+"""Replicas for real: CI's compose-up (.ci/docker/compose-up.sh) with APP_REPLICAS=2 runs
 `docker-compose up -d --scale app=2`, and nginx (host networking, 127.0.0.1) spreads requests
 over both app containers, each reached through its own socket in the shared volume.
 
@@ -18,12 +18,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,61 +29,36 @@ from datetime import datetime, timedelta
 import pytest
 import requests
 
-from service_stack import ROOT, free_port, read_events, tiny_checkpoint_dir, wait_for
-from test_compose import SCRIPTS, run_script
+from compose_stack import compose, compose_stack, skip_unless_docker_can_run, uwsgi_client
+from live_generation import read_events
+from pokegen.service_stack import free_port, wait_for
 
-sys.path.insert(0, SCRIPTS)
-from uwsgi_readyz import response, uwsgi_packet  # noqa: E402  (the image's own uWSGI client)
+skip_unless_docker_can_run()
+pytestmark = pytest.mark.docker
 
 PROJECT = "pokegen-scale-test"
+uwsgi = uwsgi_client()  # the images' own uWSGI client
 CAP, QUEUE = 3, 4  # each replica's GENERATION_CONCURRENCY and QUEUE_SIZE
 LOG_LINE = re.compile(r'"GET (?P<uri>\S+) HTTP/[\d.]+" (?P<status>\d{3}) .*'
                       r'upstream="(?P<upstreams>[^"]*)" upstream_status="(?P<statuses>[^"]*)"')
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(tiny_checkpoint):
     port = free_port()
-    checkpoint_dir = tiny_checkpoint_dir()
-    os.chmod(checkpoint_dir, 0o755)  # the app runs as an unprivileged user in its container
-    work_dir = tempfile.mkdtemp(prefix="pokegen-scale-")
-    env = {
-        **os.environ,
-        "COMPOSE_PROJECT_NAME": PROJECT,
-        "POKEGEN_TAG": "test",
-        "POKEGEN_CHECKPOINT": "volume",
-        "CHECKPOINT_DIR": checkpoint_dir,
-        "RUN_NAME": "run1",
-        "PORT": str(port),
-        "APP_REPLICAS": "2",
-        "GENERATION_CONCURRENCY": str(CAP),
-        "QUEUE_SIZE": str(QUEUE),
+    settings = dict(
+        APP_REPLICAS=2, GENERATION_CONCURRENCY=CAP, QUEUE_SIZE=QUEUE,
         # Every request of this test comes from one address, standing for many users.
-        "CLIENT_GENERATION_LIMIT": "1000", "CONNECTION_LIMIT": "1000",
-        "RATE_LIMIT": "1000", "RATE_BURST": "2000",
+        CLIENT_GENERATION_LIMIT=1000, CONNECTION_LIMIT=1000, RATE_LIMIT=1000, RATE_BURST=2000,
         # The plain build: the vector ones write the tiny model's long generations faster
         # than the test can kill a replica in the middle of them.
-        "POKEGEN_KERNEL": "generic",
-        "READY_TIMEOUT": "1800",  # from the start of the script: a cold build included
-        "POKEGEN_DOCKERD_MARKER": os.path.join(work_dir, "dockerd.pid"),
-        "PYTHON": os.path.join(ROOT, ".venv", "bin", "python"),
-    }
-    env.pop("COMPOSE_FILE", None)
-    log_path = os.path.join(work_dir, "compose.log")
-    try:
-        run_script("compose-up.sh", env, log_path, timeout=40 * 60)
+        POKEGEN_KERNEL="generic",
+        READY_TIMEOUT=1800)  # from the start of the script: a cold build included
+    with compose_stack(PROJECT, tiny_checkpoint, port, **settings) as env:
         env["URL"] = f"http://127.0.0.1:{port}"
         assert wait_for(lambda: all(healthy(r) for r in replicas(env)), timeout=300), \
             "the app replicas did not both become healthy"
         yield env
-    finally:
-        run_script("compose-down.sh", env, log_path, timeout=10 * 60)
-        shutil.rmtree(work_dir, ignore_errors=True)
-
-
-def compose(env: dict, *args: str) -> str:
-    return subprocess.run([os.path.join(SCRIPTS, "compose.sh"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, check=True).stdout
 
 
 def inspect(container_id: str) -> dict:
@@ -136,7 +108,7 @@ def log_of(env: dict, tag: str) -> dict:
 
 def held(env: dict, container: dict) -> float:
     """Generations in flight plus queued on one replica, from its own /metrics."""
-    metrics = response(host_socket(env, container), "/metrics", timeout=10).decode()
+    metrics = uwsgi.response(host_socket(env, container), "/metrics", timeout=10).decode()
     return sum(float(re.search(rf"^{name} (\S+)$", metrics, re.M).group(1))
                for name in ("pokegen_generations_in_flight", "pokegen_queue_depth"))
 
@@ -186,7 +158,7 @@ def test_a_full_replicas_503_is_tried_on_the_other(stack):
     for i in range(CAP + QUEUE):
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(path)
-        conn.sendall(uwsgi_packet("/", f"prefix=Hog{i}&length=900&truncate=0&seed=1"))
+        conn.sendall(uwsgi.uwsgi_packet("/", f"prefix=Hog{i}&length=900&truncate=0&seed=1"))
         hogs.append(conn)
     try:
         assert wait_for(lambda: held(stack, full) == CAP + QUEUE, timeout=60)

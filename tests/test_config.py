@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from app.config import Config, ConfigError
-from service_stack import ROOT
+from pokegen.service_stack import ROOT
 
 
 def test_defaults_match_the_article():

@@ -8,8 +8,8 @@ import numpy as np
 
 from app.engine.corpus_drafts import TABLE_NAME, CorpusDrafts, build_table, write_table
 from app.engine.text import Tokenizer
-from engine_models import make_run
-from service_stack import ROOT
+from engine_models import copy_tiny_run
+from pokegen.service_stack import ROOT
 
 
 def test_the_likeliest_next_token_is_proposed_three_then_two_tokens_back():
@@ -20,7 +20,7 @@ def test_the_likeliest_next_token_is_proposed_three_then_two_tokens_back():
 
 
 def test_a_run_gets_its_table_from_its_training_text(tmp_path):
-    run_dir = make_run(str(tmp_path))
+    run_dir = copy_tiny_run(str(tmp_path))
     text = tmp_path / "train.txt"
     text.write_text("Ash and Pikachu arrive in Pallet Town. " * 50, encoding="utf-8")
     path = write_table(run_dir, str(text))
@@ -32,7 +32,7 @@ def test_a_run_gets_its_table_from_its_training_text(tmp_path):
 
 
 def test_an_unreadable_table_is_ignored_and_a_missing_text_is_a_one_line_error(tmp_path):
-    run_dir = make_run(str(tmp_path))
+    run_dir = copy_tiny_run(str(tmp_path))
     (tmp_path / "run1" / TABLE_NAME).write_bytes(b"not a table")
     assert CorpusDrafts.load(run_dir) is None
     done = subprocess.run([sys.executable, "-m", "app.engine.corpus_drafts", run_dir,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +17,6 @@ import requests
 from bs4 import BeautifulSoup
 
 import crawler_bulbapedia as crawler
-import episode_corpus
 from demo.local_wiki import LocalWiki
 from demo.synthetic_episodes import generate_episodes
 from demo.wiki_markup import (
@@ -29,9 +27,10 @@ from demo.wiki_markup import (
     expected_plot_text,
     render_episode_page,
 )
+from pokegen import atomic_files
+from pokegen.service_stack import ROOT, free_port, wait_for
 from signals import interruptible
 
-ROOT = Path(__file__).resolve().parent.parent
 CODES = [f"EP{n:03d}" for n in range(1, 9)]
 # Small timeouts and backoff keep the fault tests fast; the defaults are polite.
 FAST = dict(timeout=1.0, retries=2, backoff=0.01, max_bytes=1 * 2**20)
@@ -290,9 +289,9 @@ def test_interrupted_write_leaves_old_content_and_no_temp_file(tmp_path, monkeyp
     def interrupted(fd):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(episode_corpus.os, "fsync", interrupted)
+    monkeypatch.setattr(atomic_files.os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        episode_corpus.atomic_write_text(target, "half of a new plot")
+        atomic_files.atomic_write_text(target, "half of a new plot")
     assert target.read_text(encoding="utf-8") == "complete old plot\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["EP001.txt"]
 
@@ -315,19 +314,13 @@ def test_wiki_going_away_mid_crawl_stops_the_crawl(tmp_path, episodes, monkeypat
     assert sorted(p.name for p in tmp_path.glob("*.txt")) == ["EP001.txt"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "crawler_bulbapedia.py", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
 def test_unreachable_base_url_is_one_clear_line(tmp_path):
-    url = f"http://127.0.0.1:{_free_port()}/wiki/"
+    url = f"http://127.0.0.1:{free_port()}/wiki/"
     result = run_cli("--base-url", url, "--episodes", "EP001,EP002", "--out", str(tmp_path),
                      "--retries", "1", "--backoff", "0.01")
     assert result.returncode == 1
@@ -357,9 +350,7 @@ def test_interrupted_crawl_keeps_only_complete_files(tmp_path, episodes, stop_si
              "EP001,EP002,EP003", "--out", str(tmp_path), "--delay", "0", "--timeout", "20"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             preexec_fn=interruptible)
-        deadline = time.monotonic() + 20
-        while wiki.requests_for("EP002") == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: wiki.requests_for("EP002") > 0, timeout=20)
         assert wiki.requests_for("EP002") == 1, "the crawler never reached EP002"
         process.send_signal(stop_signal)
         _, stderr = process.communicate(timeout=20)

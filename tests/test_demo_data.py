@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import requests
@@ -19,10 +18,10 @@ from demo.synthetic_episodes import (
     generate_episodes,
     plain_text,
 )
-from episode_corpus import default_codes, parse_episode_list, parse_series
+from pokegen.episode_codes import default_codes, parse_episode_list, parse_series
+from pokegen.service_stack import ROOT
 from signals import interruptible
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_default_codes_are_the_original_series():
@@ -71,6 +70,7 @@ def test_local_wiki_pages_404_and_fault_validation():
     assert main.status_code == 200 and 'href="/wiki/EP001"' in main.text
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_local_wiki_command_serves_and_stops_on_a_signal(stop_signal):
     process = subprocess.Popen([sys.executable, "-m", "demo.local_wiki", "--port", "0"],
@@ -88,6 +88,7 @@ def test_local_wiki_command_serves_and_stops_on_a_signal(stop_signal):
     assert process.returncode == 0 and "Traceback" not in stderr
 
 
+@pytest.mark.e2e
 def test_offline_build_crawls_the_local_wiki_and_prepares_the_corpus(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "demo.build_demo_data", "--series", "EP:12,DP:8",

@@ -6,41 +6,18 @@ import time
 import pytest
 
 from app.engine import Busy, GenerationRequest
-from engine_models import make_run, started_engine
+from engine_models import started_engine
+from pokegen.service_stack import wait_for
 
 LONG = dict(length=1000, stop_at_end=False)  # long enough to still run while we look
 
 
-@pytest.fixture(scope="module")
-def checkpoint_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("checkpoint"))
-    make_run(path)
-    return path
-
-
-started = started_engine
-
-
-@pytest.fixture(scope="module")
-def engine(checkpoint_dir):
-    engine = started(checkpoint_dir, max_batch=3, max_queue=4)
-    yield engine
-    engine.close()
-
-
 @pytest.fixture
-def single(checkpoint_dir):
+def single(tiny_checkpoint):
     """One slot and one waiting place, for the cap and queue rules."""
-    engine = started(checkpoint_dir, max_batch=1, max_queue=1, queue_timeout=30)
+    engine = started_engine(tiny_checkpoint, max_batch=1, max_queue=1, queue_timeout=30)
     yield engine
     engine.close(grace=0)
-
-
-def wait_until(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_ready_engine_describes_itself(engine):
@@ -145,8 +122,8 @@ def test_cap_queue_and_busy_at_once(single):
     assert waiting.result(timeout=30).tokens >= 1
 
 
-def test_queued_request_gets_busy_when_its_wait_runs_out(checkpoint_dir):
-    engine = started(checkpoint_dir, max_batch=1, max_queue=2, queue_timeout=0.3)
+def test_queued_request_gets_busy_when_its_wait_runs_out(tiny_checkpoint):
+    engine = started_engine(tiny_checkpoint, max_batch=1, max_queue=2, queue_timeout=0.3)
     try:
         running = engine.submit(GenerationRequest(**LONG))
         waiting = engine.submit(GenerationRequest(length=3))
@@ -168,7 +145,7 @@ def test_cancel_frees_the_slot_for_the_next_request(single):
     running.cancel()
     result = running.result(timeout=30)
     assert result.finish_reason == "cancelled" and result.tokens < 1000
-    wait_until(lambda: single.stats()["in_flight"] == 0)
+    assert wait_for(lambda: single.stats()["in_flight"] == 0)
     assert single.submit(GenerationRequest(length=4, stop_at_end=False)).result(timeout=30).tokens == 4
 
 
@@ -200,8 +177,8 @@ def test_many_threads_submit_at_once(engine):
     assert all(o == "busy" or 1 <= o <= 6 for o in outcomes)
 
 
-def test_close_refuses_new_requests_and_ends_running_ones(checkpoint_dir):
-    engine = started(checkpoint_dir, max_batch=1, max_queue=1)
+def test_close_refuses_new_requests_and_ends_running_ones(tiny_checkpoint):
+    engine = started_engine(tiny_checkpoint, max_batch=1, max_queue=1)
     running = engine.submit(GenerationRequest(**LONG))
     waiting = engine.submit(GenerationRequest(length=3))
     next(iter(running.pieces()))
@@ -214,9 +191,9 @@ def test_close_refuses_new_requests_and_ends_running_ones(checkpoint_dir):
     assert not engine._thread.is_alive()
 
 
-def test_a_request_waits_for_room_in_the_cache_pool(checkpoint_dir):
+def test_a_request_waits_for_room_in_the_cache_pool(tiny_checkpoint):
     # Room for one full context only: the second request starts when the first ends.
-    engine = started(checkpoint_dir, max_batch=2, max_queue=2, cache_tokens=1024)
+    engine = started_engine(tiny_checkpoint, max_batch=2, max_queue=2, cache_tokens=1024)
     try:
         first = engine.submit(GenerationRequest(length=700, stop_at_end=False))
         second = engine.submit(GenerationRequest(length=700, stop_at_end=False))
@@ -239,14 +216,14 @@ def test_a_request_the_engine_cannot_run_cannot_be_made_and_the_engine_keeps_ser
 
 
 def test_without_the_kernel_the_engine_serves_float32_weights_and_says_why(
-        checkpoint_dir, monkeypatch, caplog):
+        tiny_checkpoint, monkeypatch, caplog):
     from app.engine import packed_weights
 
     def missing():
         raise packed_weights.KernelUnavailable("kernel.so is not built")
 
     monkeypatch.setattr(packed_weights, "load_kernel", missing)
-    engine = started(checkpoint_dir, max_batch=2, weight_dtype="bfloat16")
+    engine = started_engine(tiny_checkpoint, max_batch=2, weight_dtype="bfloat16")
     try:
         assert engine.info["limits"]["weight_dtype"] == "float32"
         assert engine.submit(GenerationRequest(prefix="Ash", length=5, stop_at_end=False)

@@ -13,26 +13,16 @@ from app import create_app
 from app.config import Config
 from app.engine import Busy, ClientBusy, GenerationRequest
 from app.engine import faults
-from engine_models import make_run, started_engine
-from service_stack import FrozenLoop
+from engine_models import started_engine
+from live_generation import FrozenLoop
 
 LONG = dict(length=1000, stop_at_end=False, truncate=False)
 
 
-@pytest.fixture(scope="module")
-def checkpoint_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("checkpoint"))
-    make_run(path)
-    return path
-
-
-started = started_engine
-
-
 @pytest.fixture
-def full_engine(checkpoint_dir):
+def full_engine(tiny_checkpoint):
     """One slot, no waiting place, and a long generation holding the slot."""
-    engine = started(checkpoint_dir, max_batch=1, max_queue=0)
+    engine = started_engine(tiny_checkpoint, max_batch=1, max_queue=0)
     holder = engine.submit(GenerationRequest(prefix="Ash", seed=1, **LONG))
     next(iter(holder.pieces(timeout=60)))
     yield engine
@@ -81,8 +71,8 @@ def test_the_http_layer_answers_busy_before_tokenizing(full_engine):
     assert tokenize.calls == 0
 
 
-def test_each_client_holds_at_most_its_share(checkpoint_dir):
-    engine = started(checkpoint_dir, max_batch=3, max_queue=4, max_per_client=2)
+def test_each_client_holds_at_most_its_share(tiny_checkpoint):
+    engine = started_engine(tiny_checkpoint, max_batch=3, max_queue=4, max_per_client=2)
     try:
         a1 = engine.submit(GenerationRequest(prefix="Ash", **LONG), client="a")
         a2 = engine.submit(GenerationRequest(prefix="Ash", **LONG), client="a")
@@ -103,8 +93,8 @@ def test_each_client_holds_at_most_its_share(checkpoint_dir):
         engine.close(grace=0)
 
 
-def test_a_refused_submit_gives_the_clients_place_back(checkpoint_dir):
-    engine = started(checkpoint_dir, max_batch=1, max_queue=0, max_per_client=5)
+def test_a_refused_submit_gives_the_clients_place_back(tiny_checkpoint):
+    engine = started_engine(tiny_checkpoint, max_batch=1, max_queue=0, max_per_client=5)
     try:
         holder = engine.submit(GenerationRequest(prefix="Ash", **LONG), client="a")
         for _ in range(10):
@@ -118,8 +108,8 @@ def test_a_refused_submit_gives_the_clients_place_back(checkpoint_dir):
         engine.close(grace=0)
 
 
-def test_over_its_share_is_429_full_for_everyone_is_503(checkpoint_dir):
-    engine = started(checkpoint_dir, max_batch=1, max_queue=1, max_per_client=1)
+def test_over_its_share_is_429_full_for_everyone_is_503(tiny_checkpoint):
+    engine = started_engine(tiny_checkpoint, max_batch=1, max_queue=1, max_per_client=1)
     client = create_app(Config(client_generation_limit=1), engine=engine).test_client()
     try:
         holder = engine.submit(GenerationRequest(prefix="Ash", **LONG), client="127.0.0.1")
@@ -134,10 +124,10 @@ def test_over_its_share_is_429_full_for_everyone_is_503(checkpoint_dir):
         engine.close(grace=0)
 
 
-def test_a_frozen_loop_with_work_pending_is_stalled(checkpoint_dir, tmp_path, monkeypatch):
+def test_a_frozen_loop_with_work_pending_is_stalled(tiny_checkpoint, tmp_path, monkeypatch):
     freeze = tmp_path / "freeze"
     monkeypatch.setenv(faults.FREEZE_FILE_SETTING, str(freeze))
-    engine = started(checkpoint_dir, max_batch=1, max_queue=1)
+    engine = started_engine(tiny_checkpoint, max_batch=1, max_queue=1)
     app = create_app(Config(stall_timeout=1.0), engine=engine)
     client = app.test_client()
     try:

@@ -9,22 +9,15 @@ from app import create_app
 from app.config import Config
 from app.engine import ClientBusy, GenerationRequest
 from app.engine.types import TooManyChoices, choice_seed
-from engine_models import make_run, started_engine
+from engine_models import started_engine
 
 PREFIX = "Ash and Pikachu meet a trainer"
 LONG = dict(length=1000, stop_at_end=False, truncate=False)
 
 
 @pytest.fixture(scope="module")
-def checkpoint_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("checkpoint"))
-    make_run(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def engine(checkpoint_dir):
-    engine = started_engine(checkpoint_dir, max_batch=3, max_queue=4, max_per_client=4)
+def engine(tiny_checkpoint):
+    engine = started_engine(tiny_checkpoint, max_batch=3, max_queue=4, max_per_client=4)
     yield engine
     engine.close()
 

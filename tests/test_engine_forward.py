@@ -1,34 +1,20 @@
 """The engine's own GPT-2 graph against gpt-2-simple's model: same logits
 for the same checkpoint, with and without the key/value cache."""
-import json
-import os
-
-import ml_dtypes
 import numpy as np
 import pytest
-import tensorflow as tf
-from gpt_2_simple.src import model as gpt2_model
 
 from app.engine import Engine, GenerationRequest
 from app.engine.checkpoint import WeightReader
 from app.engine.graph import DecoderGraph
 from app.engine import native
 from app.engine.native import NativeDecoder
-from engine_models import perturbed_model
-
-PROMPT = "Ash and Pikachu reach Viridian City, where Nurse Joy heals the injured Pokemon."
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return perturbed_model(str(tmp_path_factory.mktemp("checkpoint")))
-
+from engine_models import PROMPT, at, prompt_logits, reference_logits
 
 # Weights as the engine serves them (bfloat16, the packed kernel), as the
 # checkpoint holds them (float32), and as the int8 native decoder holds them.
 @pytest.fixture(scope="module", params=["bfloat16", "float32", "int8"])
-def run(request, model):
-    checkpoint_dir, checkpoint, tokenizer = model
+def run(request, perturbed_model):
+    checkpoint_dir, checkpoint, tokenizer = perturbed_model
     if request.param == "int8":
         graph = NativeDecoder(checkpoint.hparams, pool_size=3 * 1024, threads=2,
                               cache_dtype="float32")
@@ -41,40 +27,8 @@ def run(request, model):
 
 
 def graph_is_batch_variant_here(graph) -> bool:
-    """The TensorFlow paths keep rows independent only where AVX-512 is present
-    (measured: on an AVX2-only AMD EPYC they do not)."""
+    """The TensorFlow paths keep rows independent only where AVX-512 is present."""
     return graph.weight_dtype != "int8" and "avx512f" not in native.cpu_flags()
-
-
-def at(base, positions):
-    """Pool places of a sequence stored contiguously from `base`."""
-    return np.asarray(positions, np.int32) + base
-
-
-def prompt_logits(graph, tokens, base, all_logits=False):
-    places = at(base, np.arange(len(tokens)))[None]
-    return graph.forward(np.array([tokens]), np.arange(len(tokens))[None], places, places,
-                         all_logits=all_logits)
-
-
-def reference_logits(checkpoint, tokens, weight_dtype="float32"):
-    """gpt-2-simple's logits; with weight_dtype bfloat16, its weight matrices
-    rounded to bfloat16 first, as the engine holds them."""
-    hparams = gpt2_model.default_hparams()
-    with open(os.path.join(checkpoint.run_dir, "hparams.json")) as f:
-        hparams.override_from_dict(json.load(f))
-    graph = tf.Graph()
-    with graph.as_default():
-        context = tf.compat.v1.placeholder(tf.int32, [1, None])
-        output = gpt2_model.model(hparams=hparams, X=context)
-        with tf.compat.v1.Session(graph=graph) as sess:
-            tf.compat.v1.train.Saver().restore(sess, checkpoint.path)
-            if weight_dtype == "bfloat16":
-                for var in tf.compat.v1.global_variables():
-                    if var.op.name.endswith(("/w", "/wte")):
-                        rounded = sess.run(var).astype(ml_dtypes.bfloat16).astype(np.float32)
-                        var.load(rounded, sess)
-            return sess.run(output["logits"], {context: [tokens]})[0]
 
 
 def test_prompt_logits_match_gpt2_simple(run):

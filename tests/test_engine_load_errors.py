@@ -7,12 +7,11 @@ import pytest
 
 from app.engine import Engine, GenerationRequest
 from app.engine.types import ModelUnavailable
-from engine_models import make_run
 
 
 @pytest.fixture(scope="module")
-def good_run(tmp_path_factory):
-    return make_run(str(tmp_path_factory.mktemp("good")))
+def good_run(tiny_checkpoint):
+    return os.path.join(tiny_checkpoint, "run1")
 
 
 def failed_engine(checkpoint_dir):

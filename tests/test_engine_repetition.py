@@ -7,24 +7,10 @@ import pytest
 
 from app.engine import GenerationRequest
 from app.engine.scheduler import Scheduler, SchedulerSettings
-from engine_models import make_run, started_engine
+from engine_models import started_engine
 
 PREFIX = "Ash and Pikachu"
 CONTROLS = dict(repetition_penalty=1.3, frequency_penalty=0.4, presence_penalty=0.3)
-
-
-@pytest.fixture(scope="module")
-def checkpoint_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("checkpoint"))
-    make_run(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def engine(checkpoint_dir):
-    engine = started_engine(checkpoint_dir, max_batch=3, max_queue=4)
-    yield engine
-    engine.close()
 
 
 @pytest.fixture
@@ -87,10 +73,10 @@ def seeded(variant):
     return request(**{"length": 120, "seed": 21, "temperature": 0.9, "top_k": 50, **variant})
 
 
-def test_seeded_answers_are_the_same_alone_batched_and_with_or_without_drafts(checkpoint_dir):
+def test_seeded_answers_are_the_same_alone_batched_and_with_or_without_drafts(tiny_checkpoint):
     answers = {}
     for speculative in (0, 4):
-        engine = started_engine(checkpoint_dir, max_batch=3, max_queue=4,
+        engine = started_engine(tiny_checkpoint, max_batch=3, max_queue=4,
                                 scheduling=SchedulerSettings(speculative_tokens=speculative))
         try:
             alone = [engine.submit(seeded(v)).result(timeout=300).text for v in VARIANTS]

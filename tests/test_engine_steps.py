@@ -7,17 +7,10 @@ from app.engine.corpus_drafts import write_table
 from app.engine.drafts import PromptLookup
 from app.engine.runner import StepRunner
 from app.engine.scheduler import SchedulerSettings
-from engine_models import make_run, started_engine
+from engine_models import copy_tiny_run, started_engine
 
 CHUNK = 8
 LONG_PREFIX = " ".join(f"Ash meets trainer number {i} and battles." for i in range(40))
-
-
-@pytest.fixture(scope="module")
-def checkpoint_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("checkpoint"))
-    make_run(path)
-    return path
 
 
 def started(checkpoint_dir, **settings):
@@ -56,8 +49,8 @@ def test_prompt_lookup_proposes_what_followed_the_latest_match():
         PromptLookup([], max_ngram=1, min_ngram=2)
 
 
-def test_a_long_prompt_is_read_in_chunks_while_a_stream_runs(checkpoint_dir, recorded_plans):
-    engine = started(checkpoint_dir, prefill_chunk=CHUNK, speculative_tokens=0)
+def test_a_long_prompt_is_read_in_chunks_while_a_stream_runs(tiny_checkpoint, recorded_plans):
+    engine = started(tiny_checkpoint, prefill_chunk=CHUNK, speculative_tokens=0)
     try:
         alone = engine.submit(seeded(LONG_PREFIX)).result(timeout=120)
         running = engine.submit(seeded("Misty", length=600))
@@ -80,16 +73,16 @@ def test_a_long_prompt_is_read_in_chunks_while_a_stream_runs(checkpoint_dir, rec
         assert any(read is None for _, read, _ in plan)  # the running stream took its token
 
 
-def test_speculation_never_changes_an_answer_and_really_drafts(checkpoint_dir):
+def test_speculation_never_changes_an_answer_and_really_drafts(tiny_checkpoint):
     requests = [seeded("Pikachu and Ash were", length=120, temperature=0),        # greedy: loops
                 seeded("Brock cooks dinner", length=80, seed=3),
                 seeded("Team Rocket", length=60, seed=11, top_p=0.9)]
-    plain = started(checkpoint_dir, speculative_tokens=0)
+    plain = started(tiny_checkpoint, speculative_tokens=0)
     try:
         expected = [plain.submit(r).result(timeout=120).text for r in requests]
     finally:
         plain.close()
-    speculating = started(checkpoint_dir, speculative_tokens=4, speculate_up_to=3)
+    speculating = started(tiny_checkpoint, speculative_tokens=4, speculate_up_to=3)
     try:
         alone = [speculating.submit(r).result(timeout=120).text for r in requests]
         batched = [g.result(timeout=120).text for g in [speculating.submit(r) for r in requests]]
@@ -101,8 +94,8 @@ def test_speculation_never_changes_an_answer_and_really_drafts(checkpoint_dir):
     assert stats["draft_tokens"] > 0 and 0 < stats["draft_tokens_accepted"] <= stats["draft_tokens"]
 
 
-def test_speculation_stops_drafting_past_its_batch_bound(checkpoint_dir, recorded_plans):
-    engine = started(checkpoint_dir, speculative_tokens=4, speculate_up_to=1)
+def test_speculation_stops_drafting_past_its_batch_bound(tiny_checkpoint, recorded_plans):
+    engine = started(tiny_checkpoint, speculative_tokens=4, speculate_up_to=1)
     try:
         generations = [engine.submit(seeded("Pikachu and Ash were", length=60, temperature=0))
                        for _ in range(2)]
@@ -118,7 +111,7 @@ def test_speculation_stops_drafting_past_its_batch_bound(checkpoint_dir, recorde
 
 def test_drafts_from_the_training_text_never_change_an_answer(tmp_path):
     checkpoint_dir = str(tmp_path)
-    run_dir = make_run(checkpoint_dir)
+    run_dir = copy_tiny_run(checkpoint_dir)
     plain = started(checkpoint_dir, speculative_tokens=0)
     requests = [seeded("Ash and Pikachu", length=80, temperature=0),
                 seeded("Ash and Pikachu", length=80, seed=5)]

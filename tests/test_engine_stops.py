@@ -15,20 +15,19 @@ from app.engine.scheduler import Scheduler
 from app.engine.stops import StopStrings
 from app.engine.text import Tokenizer
 from app.engine.types import GenerationRequest
-from engine_models import make_run
+from pokegen.gpt2_format import END_OF_TEXT
 
-DELIMITER = "<|endoftext|>"
 
 
 def test_text_that_may_start_a_stop_string_is_held_back():
-    stops = StopStrings((DELIMITER, "THE END"))
+    stops = StopStrings((END_OF_TEXT, "THE END"))
     assert stops.feed("Ash wins. <") == ("Ash wins. ", False)
     assert stops.feed("|end") == ("", False)
     assert stops.feed("oftext|> Next") == ("", True)
 
 
 def test_held_text_is_released_when_it_turns_out_not_to_stop():
-    stops = StopStrings((DELIMITER,))
+    stops = StopStrings((END_OF_TEXT,))
     assert stops.feed("a <|") == ("a ", False)
     assert stops.feed("b") == ("<|b", False)
     assert stops.feed("THE <|end") == ("THE ", False)
@@ -66,9 +65,8 @@ class ScriptedRunner:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    run_dir = make_run(str(tmp_path_factory.mktemp("checkpoint")))
-    return Tokenizer(run_dir, 4096)
+def tokenizer(tiny_checkpoint):
+    return Tokenizer(os.path.join(tiny_checkpoint, "run1"), 4096)
 
 
 def run_to_the_end(tokenizer, written, request):
@@ -117,7 +115,7 @@ def delimited_model(tmp_path_factory):
     work = tmp_path_factory.mktemp("delimited")
     rng = random.Random(1)
     episodes = [f"{rng.choice(['Ash', 'Misty', 'Brock', 'Dawn'])} meets {p}. {p} wins the battle.\n"
-                f"{DELIMITER}\n" for p in (rng.choice(["Pikachu", "Togepi", "Psyduck", "Onix"])
+                f"{END_OF_TEXT}\n" for p in (rng.choice(["Pikachu", "Togepi", "Psyduck", "Onix"])
                                              for _ in range(3000))]
     (work / "train.txt").write_text("".join(episodes), encoding="utf-8")
     cwd = os.getcwd()
@@ -137,6 +135,7 @@ def delimited_model(tmp_path_factory):
     engine.close()
 
 
+@pytest.mark.slow
 def test_a_model_trained_on_delimited_episodes_stops_at_the_delimiter(delimited_model):
     def episodes(**options):
         generations = [delimited_model.submit(GenerationRequest(
@@ -145,7 +144,7 @@ def test_a_model_trained_on_delimited_episodes_stops_at_the_delimiter(delimited_
         return [(list(g.pieces()), g.result(timeout=120)) for g in generations]
 
     # Asked to run on, the model writes the delimiter and a next episode ...
-    assert all(DELIMITER in result.text for _, result in episodes(stop_at_end=False))
+    assert all(END_OF_TEXT in result.text for _, result in episodes(stop_at_end=False))
     # ... which by default it never shows: each answer is one episode.
     for pieces, result in episodes():
         assert result.finish_reason == "stop" and result.tokens < 120

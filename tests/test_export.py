@@ -13,11 +13,11 @@ import pytest
 from safetensors.numpy import load_file
 
 import export_model
-from app.engine.checkpoint import END_OF_TEXT, WeightReader, open_checkpoint
-from engine_models import make_run, perturb_weights
-from test_engine_forward import reference_logits
+from app.engine.checkpoint import WeightReader, open_checkpoint
+from engine_models import copy_tiny_run, perturb_weights, reference_logits
+from pokegen.gpt2_format import END_OF_TEXT
+from pokegen.service_stack import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENS = [314, 265, 317, 375, 287, 220, 53, 72, 81, 72, 67, 72, 64, 77, 220, 34, 274, 88]
 LOGITS_TOLERANCE = 1e-4  # absolute; the perturbed model's logits reach a few units
 
@@ -25,7 +25,7 @@ LOGITS_TOLERANCE = 1e-4  # absolute; the perturbed model's logits reach a few un
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     checkpoint_dir = str(tmp_path_factory.mktemp("checkpoint"))
-    run_dir = make_run(checkpoint_dir)
+    run_dir = copy_tiny_run(checkpoint_dir)
     perturb_weights(run_dir)  # layer norms and biases away from 1 and 0, so each one counts
     return run_dir
 
@@ -198,6 +198,3 @@ def test_unreadable_weights_leave_nothing_behind(run_dir, tmp_path):
         export_model.export(str(broken), str(out / "model.gguf"), "gguf", "q8_0")
     assert os.listdir(out) == []
 
-
-def test_the_command_names_the_end_of_text_token_as_the_engine_does():
-    assert export_model.END_OF_TEXT == END_OF_TEXT

@@ -24,7 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from service_stack import ServiceStack, short_temp_dir, tiny_checkpoint_dir, wait_for
+from pokegen.service_stack import ServiceStack, short_temp_dir, wait_for
+
+pytestmark = pytest.mark.e2e
 
 # A respawned worker must answer again within this (it loads the tiny model).
 RECOVERY_LIMIT = 120.0
@@ -32,14 +34,11 @@ DEADLINE = 60.0  # no request may wait longer for its answer
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(start_stack):
     # Several clients share 127.0.0.1 here: the per-client limits (tested on their own,
     # test_nginx_fairness.py and test_abuse_e2e.py) are opened up.
-    service = ServiceStack(GENERATION_CONCURRENCY=3, QUEUE_SIZE=16, RATE_LIMIT=1000,
-                           RATE_BURST=2000, CONNECTION_LIMIT=1000,
-                           CLIENT_GENERATION_LIMIT=1000).start()
-    yield service
-    service.stop()  # the SIGTERM test has usually stopped it already
+    return start_stack(GENERATION_CONCURRENCY=3, QUEUE_SIZE=16, RATE_LIMIT=1000,
+                       RATE_BURST=2000, CONNECTION_LIMIT=1000, CLIENT_GENERATION_LIMIT=1000)
 
 
 class Answer:
@@ -173,10 +172,10 @@ def remove_weights(run_dir):
 
 @pytest.fixture(scope="module", params=[truncate_weights, remove_weights],
                 ids=["truncated weights", "missing weights"])
-def broken(request):
+def broken(request, tiny_checkpoint):
     checkpoint_dir = short_temp_dir("pokegen-broken-")
     run_dir = os.path.join(checkpoint_dir, "run1")
-    shutil.copytree(os.path.join(tiny_checkpoint_dir(), "run1"), run_dir)
+    shutil.copytree(os.path.join(tiny_checkpoint, "run1"), run_dir)
     request.param(run_dir)
     service = ServiceStack(CHECKPOINT_DIR=checkpoint_dir).start(until="failed")
     yield service

@@ -31,7 +31,6 @@ from api_strategies import (ANY_TEXT, RAW_LINE_BYTES, RAW_QUERY_BYTES, encode, h
 from app import create_app
 from app.config import Config
 from engine_double import EngineDouble
-from service_stack import ServiceStack, tiny_checkpoint_dir
 
 
 def fuzz_settings(max_examples: int) -> settings:
@@ -65,9 +64,9 @@ def error_log():
 
 
 @pytest.fixture(scope="module")
-def real_app(error_log):
+def real_app(tiny_checkpoint, error_log):
     """The Flask app with the real engine on a tiny checkpoint."""
-    app = create_app(Config(checkpoint_dir=tiny_checkpoint_dir(), run_name="run1",
+    app = create_app(Config(checkpoint_dir=tiny_checkpoint, run_name="run1",
                             generation_concurrency=2, queue_size=4))
     engine = app.extensions["pokegen"].engine
     assert engine.wait_ready(120), engine.error
@@ -92,10 +91,8 @@ def double_client():
 
 
 @pytest.fixture(scope="module")
-def stack():
-    service = ServiceStack(GENERATION_CONCURRENCY=2, QUEUE_SIZE=4).start()
-    yield service
-    assert service.stop() in (0, 143), service.log()
+def stack(start_stack):
+    return start_stack(GENERATION_CONCURRENCY=2, QUEUE_SIZE=4)
 
 
 # ------------------------------------------- queries, in-process, real engine
@@ -255,6 +252,7 @@ def test_any_accept_header_gets_the_page_or_json(double_client, accept):
 
 # ------------------------------------------------- the real nginx + uWSGI stack
 
+@pytest.mark.e2e
 @fuzz_settings(50)
 @given(request=st.one_of(hostile_queries().map(lambda pairs: ("pairs", pairs)),
                          RAW_LINE_BYTES.map(lambda raw: ("raw", raw))))
@@ -277,6 +275,7 @@ def test_through_nginx_no_input_gives_a_5xx(stack, request):
         check_generation(answer, value)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "TRACE", "CONNECT", "FOO"])
 def test_through_nginx_wrong_methods_and_paths_answer_json(stack, method):
     for target in (b"/?length=2", b"/stream", b"/healthz", b"/static/app.js", b"/no/such"):
@@ -287,6 +286,7 @@ def test_through_nginx_wrong_methods_and_paths_answer_json(stack, method):
         check_error(answer)
 
 
+@pytest.mark.e2e
 def test_the_stack_logged_no_traceback(stack):
     """Runs after the stack's examples: nothing went wrong behind the answers."""
     with open(stack.log_path, encoding="utf-8", errors="replace") as log:

@@ -6,12 +6,9 @@ import sys
 import numpy as np
 
 from app.engine.checkpoint import open_checkpoint
-from engine_models import perturbed_model
-from service_stack import ROOT
-from test_engine_forward import reference_logits
-
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-import grow_model  # noqa: E402
+from benchmarks import grow_model
+from engine_models import perturbed_copy, reference_logits
+from pokegen.service_stack import ROOT
 
 # Twice the tiny preset's width and heads, more layers, a longer vocabulary:
 # small enough for a test, every rule of the full-size growth exercised.
@@ -19,7 +16,7 @@ TARGET = {"n_layer": 6, "n_embd": 512, "n_head": 8, "n_ctx": 1024, "n_vocab": 42
 
 
 def test_the_grown_model_gives_the_small_models_logits(tmp_path):
-    checkpoint_dir, small, tokenizer = perturbed_model(str(tmp_path / "small"))
+    checkpoint_dir, small, tokenizer = perturbed_copy(str(tmp_path / "small"))
     grown_dir = tmp_path / "grown" / "run1"
     grow_model.grow(small.run_dir, str(grown_dir), TARGET)
     grown = open_checkpoint(str(tmp_path / "grown"), "run1")

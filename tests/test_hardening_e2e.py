@@ -14,7 +14,10 @@ from html.parser import HTMLParser
 import pytest
 import requests
 
-from service_stack import ServiceStack, nginx_alone, short_temp_dir
+from nginx_alone import nginx_alone
+from pokegen.service_stack import short_temp_dir
+
+pytestmark = pytest.mark.e2e
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 CHEAP = "/?length=0"  # refused by the app's validation: exercises the limit, not the model
@@ -24,13 +27,11 @@ RATE_LIMIT, RATE_BURST = 10, 40
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(start_stack):
     # The rate limit is tested here with floods of a hundred requests at once:
     # the cap on open connections (test_nginx_fairness.py) is opened up.
-    service = ServiceStack(GENERATION_CONCURRENCY=2, QUEUE_SIZE=4, CONNECTION_LIMIT=1000,
-                           REQUEST_TIMEOUT=REQUEST_TIMEOUT).start()
-    yield service
-    assert service.stop() in (0, 143), service.log()
+    return start_stack(GENERATION_CONCURRENCY=2, QUEUE_SIZE=4, CONNECTION_LIMIT=1000,
+                       REQUEST_TIMEOUT=REQUEST_TIMEOUT)
 
 
 def let_the_limit_drain():

@@ -12,7 +12,8 @@ import subprocess
 import pytest
 import yaml
 
-from service_stack import ROOT, rendered_upstream_timeouts
+from nginx_alone import rendered_upstream_timeouts
+from pokegen.service_stack import ROOT
 
 K8S = os.path.join(ROOT, "k8s")
 TOOLS = os.path.join(ROOT, "build", "k8s-venv", "bin")

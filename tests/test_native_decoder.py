@@ -9,8 +9,7 @@ from app.engine import native
 from app.engine.checkpoint import WeightReader
 from app.engine.native import NativeDecoder
 from app.engine.packed_weights import KernelUnavailable
-from engine_models import perturbed_model
-from test_engine_forward import PROMPT, prompt_logits, reference_logits
+from engine_models import PROMPT, prompt_logits, reference_logits
 
 
 def build(variant):
@@ -21,11 +20,6 @@ def build(variant):
 
 
 BUILDS = [build(variant) for variant in native.VARIANTS]
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return perturbed_model(str(tmp_path_factory.mktemp("checkpoint")))
 
 
 def decoder(checkpoint, variant=None, cache_dtype="float32"):
@@ -40,8 +34,8 @@ def all_logits(d, tokens, base=0):
 
 
 @pytest.mark.parametrize("cache_dtype", ["float32", "bfloat16"])
-def test_int8_logits_stay_close_to_float32(model, cache_dtype):
-    _, checkpoint, tokenizer = model
+def test_int8_logits_stay_close_to_float32(perturbed_model, cache_dtype):
+    _, checkpoint, tokenizer = perturbed_model
     tokens = tokenizer.encode(PROMPT)
     expected = reference_logits(checkpoint, tokens)
     ours = all_logits(decoder(checkpoint, cache_dtype=cache_dtype), tokens)
@@ -52,16 +46,16 @@ def test_int8_logits_stay_close_to_float32(model, cache_dtype):
     assert agreement >= 0.9, agreement
 
 
-def test_weights_take_8_5_bits_each(model):
-    _, checkpoint, _ = model
+def test_weights_take_8_5_bits_each(perturbed_model):
+    _, checkpoint, _ = perturbed_model
     hp = checkpoint.hparams
     matrices = hp.n_vocab * hp.n_embd + hp.n_layer * 12 * hp.n_embd * hp.n_embd
     assert decoder(checkpoint).weight_bytes() == pytest.approx(matrices * 8.5 / 8, rel=0.01)
 
 
 @pytest.mark.parametrize("variant", [b for b in BUILDS if b.values[0] != "generic"])
-def test_vector_and_generic_builds_give_identical_logits(model, variant):
-    _, checkpoint, tokenizer = model
+def test_vector_and_generic_builds_give_identical_logits(perturbed_model, variant):
+    _, checkpoint, tokenizer = perturbed_model
     tokens = tokenizer.encode(PROMPT)
     for cache_dtype in ("float32", "bfloat16"):
         fast = all_logits(decoder(checkpoint, variant, cache_dtype), tokens)
@@ -70,8 +64,8 @@ def test_vector_and_generic_builds_give_identical_logits(model, variant):
 
 
 @pytest.mark.parametrize("variant", BUILDS)
-def test_a_row_is_bit_identical_alone_and_batched(model, variant):
-    _, checkpoint, tokenizer = model
+def test_a_row_is_bit_identical_alone_and_batched(perturbed_model, variant):
+    _, checkpoint, tokenizer = perturbed_model
     d = decoder(checkpoint, variant)
     rng = np.random.default_rng(1)
     lengths = [3, 30, 7, 90, 12, 55]
@@ -91,11 +85,11 @@ def test_a_row_is_bit_identical_alone_and_batched(model, variant):
 
 
 @pytest.mark.parametrize("variant", BUILDS)
-def test_rows_of_any_mix_give_the_logits_of_one_token_at_a_time(model, variant):
+def test_rows_of_any_mix_give_the_logits_of_one_token_at_a_time(perturbed_model, variant):
     """A prompt read in uneven chunks next to other sequences' tokens and
     drafts (the scheduler's steps) gives, row for row, the logits of feeding
     the same tokens one at a time."""
-    _, checkpoint, tokenizer = model
+    _, checkpoint, tokenizer = perturbed_model
     tokens = np.random.default_rng(2).integers(0, tokenizer.vocab_size, 40)
     one_at_a_time = decoder(checkpoint, variant)
     expected = np.stack([one_at_a_time.forward_rows(tokens[p:p + 1], [p], [p], [0],
@@ -118,8 +112,8 @@ def test_rows_of_any_mix_give_the_logits_of_one_token_at_a_time(model, variant):
     assert np.array_equal(np.concatenate(got), expected)
 
 
-def test_rows_that_name_no_sequence_or_output_are_refused(model):
-    _, checkpoint, _ = model
+def test_rows_that_name_no_sequence_or_output_are_refused(perturbed_model):
+    _, checkpoint, _ = perturbed_model
     d = decoder(checkpoint)
     with pytest.raises(ValueError, match="out of range"):
         d.forward_rows([1], [0], [0], [1], np.arange(4)[None], [0])  # sequence 1 of 1
@@ -135,15 +129,15 @@ def test_the_kernel_setting_forces_a_build_and_rejects_unknown_ones(monkeypatch)
         native.chosen_variant()
 
 
-def test_a_place_out_of_the_pool_is_refused(model):
-    _, checkpoint, _ = model
+def test_a_place_out_of_the_pool_is_refused(perturbed_model):
+    _, checkpoint, _ = perturbed_model
     d = decoder(checkpoint)
     with pytest.raises(ValueError, match="out of range"):
         d.forward(np.zeros((1, 1)), np.zeros((1, 1)), np.array([[2048]]), np.array([[0]]))
 
 
-def test_seeded_requests_match_alone_and_batched_in_the_engine(model):
-    checkpoint_dir, _, _ = model
+def test_seeded_requests_match_alone_and_batched_in_the_engine(perturbed_model):
+    checkpoint_dir, _, _ = perturbed_model
     engine = Engine(checkpoint_dir, "run1", max_batch=4, weight_dtype="int8")
     engine.start()
     try:
@@ -163,8 +157,8 @@ def test_seeded_requests_match_alone_and_batched_in_the_engine(model):
     assert len(set(texts)) == 3
 
 
-def test_engine_serves_bfloat16_when_the_library_is_missing(model, monkeypatch, tmp_path):
-    checkpoint_dir, _, _ = model
+def test_engine_serves_bfloat16_when_the_library_is_missing(perturbed_model, monkeypatch, tmp_path):
+    checkpoint_dir, _, _ = perturbed_model
     monkeypatch.setattr(native, "HERE", str(tmp_path))
     native.load_library.cache_clear()
     engine = Engine(checkpoint_dir, "run1", max_batch=2, weight_dtype="int8")

@@ -9,8 +9,9 @@ import time
 import pytest
 import requests
 
-from service_stack import nginx_alone
-from test_nginx_fairness import echo_socket, hold_many  # noqa: F401 (a fixture)
+from nginx_alone import hold_many, nginx_alone
+
+pytestmark = pytest.mark.e2e
 
 BODY_ROUTES = ("/", "/stream", "/v1/completions")
 
@@ -21,7 +22,7 @@ def json_of(size: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def url(echo_socket):  # noqa: F811
+def url(echo_socket):
     with nginx_alone(echo_socket, CONNECTION_LIMIT=3, RATE_LIMIT=1000, RATE_BURST=1000) as url:
         yield url
 

@@ -8,30 +8,18 @@ import requests
 import yaml
 
 from app.config import Config
-from service_stack import (ROOT, free_port, rendered_upstream_timeouts, short_temp_dir,
-                           wait_until_listening)
+from nginx_alone import nginx_alone, rendered_upstream_timeouts
+from pokegen.service_stack import ROOT, short_temp_dir
+
+pytestmark = pytest.mark.e2e
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
 @pytest.fixture(scope="module")
 def nginx_url():
-    run_dir = short_temp_dir("pokegen-nginx-")
-    port = free_port()
-    env = {**os.environ, "RUN_DIR": run_dir, "PORT": str(port), "BIND_ADDRESS": "127.0.0.1",
-           "POKEGEN_SOCKET": os.path.join(run_dir, "no-app.sock")}
-    rendered = subprocess.run([os.path.join(ROOT, "scripts", "render-nginx-config.sh")],
-                              env=env, check=True, capture_output=True, text=True)
-    conf = rendered.stdout.strip()
-    nginx = subprocess.Popen(["nginx", "-p", run_dir, "-c", conf, "-e", "stderr",
-                              "-g", "daemon off;"], stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_listening(url, nginx)
+    with nginx_alone(os.path.join(short_temp_dir("pokegen-no-app-"), "no-app.sock")) as url:
         yield url
-    finally:
-        nginx.terminate()
-        nginx.wait(timeout=10)
 
 
 def test_api_answers_json_502_with_retry_after_when_the_app_is_down(nginx_url):

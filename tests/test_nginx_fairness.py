@@ -10,7 +10,6 @@ exactly.
 """
 import os
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,39 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from service_stack import nginx_alone, short_temp_dir, wait_for
+from nginx_alone import hold_many, nginx_alone
+from pokegen.service_stack import short_temp_dir
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+pytestmark = pytest.mark.e2e
+
 # Documentation addresses (RFC 5737): clients behind a trusted proxy, as strings in a header.
 CLIENT_A, CLIENT_B = "203.0.113.10", "198.51.100.20"
-
-
-@pytest.fixture(scope="module")
-def echo_socket():
-    """Real uWSGI serving echo_wsgi.py on a unix socket, with room for many held requests."""
-    run_dir = short_temp_dir("pokegen-echo-")
-    path = os.path.join(run_dir, "echo.sock")
-    uwsgi = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "uwsgi"), "--socket", path,
-         "--chmod-socket=666", "--wsgi-file", os.path.join(HERE, "echo_wsgi.py"),
-         "--master", "--processes", "1", "--threads", "64", "--listen", "128",
-         "--disable-logging", "--die-on-term"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_for(lambda: os.path.exists(path), timeout=30)
-    yield path
-    uwsgi.terminate()
-    uwsgi.wait(timeout=30)
-
-
-def hold_many(url: str, count: int, hold: float, headers=None) -> list:
-    """`count` requests sent at once, each held open `hold` seconds by the app."""
-    barrier = threading.Barrier(count)
-
-    def one(_):
-        barrier.wait()
-        return requests.get(url + f"?hold={hold}", headers=headers or {}, timeout=60)
-
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(one, range(count)))
 
 
 def test_one_address_holds_at_most_connection_limit_requests(echo_socket):
@@ -122,7 +95,7 @@ def test_forwarded_addresses_count_only_from_trusted_proxies(echo_socket):
 
 
 def test_a_bad_address_list_is_a_one_line_error():
-    from service_stack import ROOT
+    from pokegen.service_stack import ROOT
     for name in ("TRUSTED_PROXIES", "INTERNAL_ADDRESSES"):
         rendered = subprocess.run([os.path.join(ROOT, "scripts", "render-nginx-config.sh")],
                                   env={**os.environ, "RUN_DIR": short_temp_dir("pokegen-bad-"),

@@ -5,7 +5,11 @@ import os
 import socket
 import subprocess
 
-from service_stack import ROOT, short_temp_dir
+import pytest
+
+from pokegen.service_stack import ROOT, short_temp_dir
+
+pytestmark = pytest.mark.e2e
 
 RENDER = os.path.join(ROOT, "scripts", "render-nginx-upstreams.sh")
 

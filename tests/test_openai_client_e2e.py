@@ -10,7 +10,9 @@ import openai
 import pytest
 import requests
 
-from service_stack import ROOT, ServiceStack
+from pokegen.service_stack import ROOT
+
+pytestmark = pytest.mark.e2e
 
 PROMPT = "Pikachu and Ash were"
 # What /v1/completions does with these, asked of GET / by its own names.
@@ -19,10 +21,8 @@ GREEDY = {"prefix": PROMPT, "temperature": "0", "top_k": "0", "truncate": "0",
 
 
 @pytest.fixture(scope="module")
-def stack():
-    service = ServiceStack(GENERATION_CONCURRENCY=2).start()
-    yield service
-    assert service.stop() in (0, 143), service.log()
+def stack(start_stack):
+    return start_stack(GENERATION_CONCURRENCY=2)
 
 
 @pytest.fixture(scope="module")

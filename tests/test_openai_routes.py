@@ -6,20 +6,7 @@ import json
 
 import pytest
 
-from app import create_app
-from app.config import Config
 from app.engine.types import Busy, ClientBusy, GenerationResult
-from engine_double import EngineDouble
-
-
-@pytest.fixture
-def engine():
-    return EngineDouble()
-
-
-@pytest.fixture
-def client(engine):
-    return create_app(Config(), engine=engine).test_client()
 
 
 def complete(client, **body):
@@ -50,7 +37,7 @@ def test_models_lists_the_served_model(client):
     assert isinstance(model["created"], int)
 
 
-def test_a_completion_is_openais_object_with_openais_defaults(client, engine):
+def test_a_completion_is_openais_object_with_openais_defaults(client, engine_double):
     response = complete(client, model="double", prompt="Ash and")
     assert response.status_code == 200
     body = response.get_json()
@@ -60,19 +47,19 @@ def test_a_completion_is_openais_object_with_openais_defaults(client, engine):
     assert body["choices"] == [{"text": " Then Team Rocket came.", "index": 0, "logprobs": None,
                                 "finish_reason": "length"}]
     assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6}
-    request = engine.submitted[0]
+    request = engine_double.submitted[0]
     assert (request.prefix, request.length, request.temperature, request.top_k,
             request.top_p) == ("Ash and", 16, 1.0, 0, 1.0)
     assert not request.truncate and not request.include_prefix
     assert (request.frequency_penalty, request.presence_penalty, request.n) == (0, 0, 1)
 
 
-def test_every_supported_parameter_is_forwarded(client, engine):
+def test_every_supported_parameter_is_forwarded(client, engine_double):
     response = complete(client, model="double", prompt="Misty", max_tokens=7, temperature=0.3,
                         top_p=0.9, n=3, stop=["\n", "END"], seed=5, frequency_penalty=0.5,
                         presence_penalty=-1, stream=False, logprobs=None, echo=None)
     assert response.status_code == 200
-    request = engine.submitted[0]
+    request = engine_double.submitted[0]
     assert (request.length, request.temperature, request.top_p, request.n, request.stop,
             request.seed, request.frequency_penalty, request.presence_penalty) == \
         (7, 0.3, 0.9, 3, ("\n", "END"), 5, 0.5, -1)
@@ -80,7 +67,7 @@ def test_every_supported_parameter_is_forwarded(client, engine):
 
 @pytest.mark.parametrize("finish, expected", [("stop", "stop"), ("end_of_text", "stop"),
                                               ("length", "length")])
-def test_finish_reasons_in_openais_words(client, engine, monkeypatch, finish, expected):
+def test_finish_reasons_in_openais_words(client, engine_double, monkeypatch, finish, expected):
     def result(self, timeout=None):
         return GenerationResult(text="x", prefix="p", tokens=1, seconds=0.0, model="double",
                                 finish_reason=finish)
@@ -124,40 +111,40 @@ def test_a_stream_with_include_usage_ends_with_the_usage(client):
     assert chunks[-1]["usage"] == {"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6}
 
 
-def test_closing_a_stream_early_cancels_the_completion(client, engine):
+def test_closing_a_stream_early_cancels_the_completion(client, engine_double):
     response = client.post("/v1/completions", data=json.dumps(
         {"model": "double", "prompt": "x", "stream": True}), content_type="application/json",
         buffered=False)
     assert next(response.response).startswith(b"data: {")
     response.close()
-    assert len(engine.cancelled) == 1
+    assert len(engine_double.cancelled) == 1
 
 
-def test_the_wrong_model_is_openais_404(client, engine):
+def test_the_wrong_model_is_openais_404(client, engine_double):
     error = openai_error(complete(client, model="gpt-3.5-turbo-instruct", prompt="x"), 404)
     assert error == {"message": "the model 'gpt-3.5-turbo-instruct' does not exist: this "
                                 "server serves 'double' (GET /v1/models)",
                      "type": "invalid_request_error", "param": "model",
                      "code": "model_not_found"}
-    assert engine.submitted == []
+    assert engine_double.submitted == []
 
 
 @pytest.mark.parametrize("name, value", [("logprobs", 1), ("logprobs", 0), ("best_of", 2),
                                          ("suffix", "end"), ("echo", True), ("echo", False),
                                          ("logit_bias", {"50256": -100}), ("user", "ash")])
-def test_unsupported_parameters_are_a_400_naming_them(client, engine, name, value):
+def test_unsupported_parameters_are_a_400_naming_them(client, engine_double, name, value):
     error = openai_error(complete(client, model="double", prompt="x", **{name: value}), 400)
     assert (error["param"], error["code"], error["type"]) == \
         (name, "unsupported_parameter", "invalid_request_error")
     assert name in error["message"]
-    assert engine.submitted == []
+    assert engine_double.submitted == []
 
 
 @pytest.mark.parametrize("prompt", [["a", "b"], ["a"], [1, 2, 3], [[1, 2]]])
-def test_prompt_lists_and_token_ids_are_refused(client, engine, prompt):
+def test_prompt_lists_and_token_ids_are_refused(client, engine_double, prompt):
     error = openai_error(complete(client, model="double", prompt=prompt), 400)
     assert error["param"] == "prompt" and error["code"] == "unsupported_parameter"
-    assert engine.submitted == []
+    assert engine_double.submitted == []
 
 
 @pytest.mark.parametrize("body, param, words", [
@@ -177,53 +164,53 @@ def test_prompt_lists_and_token_ids_are_refused(client, engine, prompt):
      "stream_options", "only \"include_usage\""),
     ({"model": "double", "prompt": "x", "top_k": 5}, "top_k", "unknown parameter 'top_k'"),
 ])
-def test_bad_parameters_are_a_400_in_openais_shape(client, engine, body, param, words):
+def test_bad_parameters_are_a_400_in_openais_shape(client, engine_double, body, param, words):
     error = openai_error(complete(client, **body), 400)
     assert error["param"] == param and error["type"] == "invalid_request_error"
     assert words in error["message"], error["message"]
-    assert engine.submitted == []
+    assert engine_double.submitted == []
 
 
-def test_a_prompt_too_long_for_the_context_names_max_tokens(client, engine):
-    engine.info["hparams"]["n_ctx"] = 10
+def test_a_prompt_too_long_for_the_context_names_max_tokens(client, engine_double):
+    engine_double.info["hparams"]["n_ctx"] = 10
     error = openai_error(complete(client, model="double", prompt="a b c", max_tokens=8), 400)
     assert error["param"] == "max_tokens" and error["code"] == "context_length_exceeded"
     assert "ask for at most max_tokens=7" in error["message"] and "the prompt is 3" in \
         error["message"]
 
 
-def test_busy_and_client_busy_are_503_and_429_with_retry_after(client, engine, monkeypatch):
-    engine.busy_reason = "all generation slots are busy"
+def test_busy_and_client_busy_are_503_and_429_with_retry_after(client, engine_double, monkeypatch):
+    engine_double.busy_reason = "all generation slots are busy"
     response = complete(client, model="double", prompt="x")
     assert openai_error(response, 503)["type"] == "server_error"
     assert response.headers["Retry-After"] == "7"
 
     def refuse(request, client=None):
         raise ClientBusy("this client already has 4 generations running", 3)
-    monkeypatch.setattr(engine, "submit", refuse)
+    monkeypatch.setattr(engine_double, "submit", refuse)
     response = complete(client, model="double", prompt="x")
     assert openai_error(response, 429)["type"] == "rate_limit_error"
     assert response.headers["Retry-After"] == "3"
 
 
-def test_loading_and_failed_models_are_503(client, engine):
-    engine.state = "loading"
+def test_loading_and_failed_models_are_503(client, engine_double):
+    engine_double.state = "loading"
     response = complete(client, model="anything", prompt="x")  # the name is not known yet
     assert "still loading" in openai_error(response, 503)["message"]
     assert int(response.headers["Retry-After"]) >= 1
-    engine.state, engine.error = "failed", "no checkpoint"
+    engine_double.state, engine_double.error = "failed", "no checkpoint"
     assert "no checkpoint" in openai_error(complete(client, model="double", prompt="x"),
                                            503)["message"]
 
 
-def test_a_stream_whose_queue_wait_runs_out_is_a_plain_503(client, engine):
+def test_a_stream_whose_queue_wait_runs_out_is_a_plain_503(client, engine_double):
     def pieces_after_waiting_too_long(self):
         raise Busy("waited 30 s for a slot", 4)
         yield  # a generator, like the engine's
-    engine.generation_pieces = pieces_after_waiting_too_long
+    engine_double.generation_pieces = pieces_after_waiting_too_long
     response = complete(client, model="double", prompt="x", stream=True)
     assert openai_error(response, 503)["message"] == "waited 30 s for a slot"
-    assert response.headers["Retry-After"] == "4" and len(engine.cancelled) == 1
+    assert response.headers["Retry-After"] == "4" and len(engine_double.cancelled) == 1
 
 
 def test_body_refusals_and_routing_errors_are_in_openais_shape(client):

@@ -15,9 +15,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from browser import chromium_page
-from service_stack import (SLOW_TURNS, FrozenLoop, ServiceStack, read_events, short_temp_dir,
-                           wait_for)
+from pokegen.browser import chromium_page
+from live_generation import SLOW_TURNS, FrozenLoop, read_events
+from pokegen.service_stack import short_temp_dir, wait_for
+
+pytestmark = pytest.mark.e2e
 
 TOKENS = "pokegen_engine_tokens_generated"
 IN_FLIGHT = "pokegen_generations_in_flight"
@@ -30,12 +32,10 @@ def freeze_file():
 
 
 @pytest.fixture(scope="module")
-def stack(freeze_file):
-    service = ServiceStack(GENERATION_CONCURRENCY=1, QUEUE_SIZE=0,
-                           SPECULATIVE_TOKENS=0,  # one token a step: tokens count steps
-                           POKEGEN_FAULT_FREEZE_FILE=freeze_file, **SLOW_TURNS).start()
-    yield service
-    assert service.stop() in (0, 143), service.log()
+def stack(start_stack, freeze_file):
+    return start_stack(GENERATION_CONCURRENCY=1, QUEUE_SIZE=0,
+                       SPECULATIVE_TOKENS=0,  # one token a step: tokens count steps
+                       POKEGEN_FAULT_FREEZE_FILE=freeze_file, **SLOW_TURNS)
 
 
 def idle(stack) -> bool:

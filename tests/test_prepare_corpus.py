@@ -13,8 +13,9 @@ import prepare_corpus as prep
 from demo.local_wiki import LocalWiki
 from demo.synthetic_episodes import generate_episodes
 from demo.wiki_markup import expected_plot_text
+from pokegen.gpt2_format import END_OF_TEXT
+from pokegen.service_stack import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 LONG = " ".join(["Ash and Pikachu walk on."] * 10)   # comfortably above MIN_WORDS
 
 
@@ -97,8 +98,8 @@ def test_prepare_a_real_crawl(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "train: 22 episodes" in result.stdout and "val:   2 episodes" in result.stdout
 
-    train_docs = out.read_text(encoding="utf-8").split(f"\n{prep.DELIMITER}\n")
-    val_docs = (tmp_path / "val.txt").read_text(encoding="utf-8").split(f"\n{prep.DELIMITER}\n")
+    train_docs = out.read_text(encoding="utf-8").split(f"\n{END_OF_TEXT}\n")
+    val_docs = (tmp_path / "val.txt").read_text(encoding="utf-8").split(f"\n{END_OF_TEXT}\n")
     assert train_docs[-1] == "" and val_docs[-1] == ""          # every episode is closed
     documents = train_docs[:-1] + val_docs[:-1]
     expected = {prep.clean_episode(expected_plot_text(e)): c for c, e in episodes.items()}

@@ -9,28 +9,21 @@ import time
 import pytest
 import requests
 
-from service_stack import SLOW_TURNS, FrozenLoop, ServiceStack, read_events, short_temp_dir
+from live_generation import SLOW_TURNS, FrozenLoop, read_events
+from pokegen.service_stack import short_temp_dir, wait_for
+
+pytestmark = pytest.mark.e2e
 
 LONG = "/stream?prefix=Ash&length=1023&truncate=0"
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(start_stack):
     freeze_file = os.path.join(short_temp_dir("pokegen-freeze-"), "freeze")
-    service = ServiceStack(GENERATION_CONCURRENCY=1, QUEUE_SIZE=1, QUEUE_TIMEOUT=120,
-                           POKEGEN_FAULT_FREEZE_FILE=freeze_file, **SLOW_TURNS).start()
+    service = start_stack(GENERATION_CONCURRENCY=1, QUEUE_SIZE=1, QUEUE_TIMEOUT=120,
+                          POKEGEN_FAULT_FREEZE_FILE=freeze_file, **SLOW_TURNS)
     service.freeze_file = freeze_file
-    yield service
-    assert service.stop() in (0, 143), service.log()
-
-
-def wait_for(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
+    return service
 
 
 class LongGeneration:
@@ -51,7 +44,7 @@ class LongGeneration:
 
 def test_second_request_waits_and_third_is_refused_at_once(stack):
     holder = LongGeneration(stack)
-    # The loop held while we look: a fast CPU writes the holder's tokens in a fraction of a second.
+    # The loop held while we look: a fast CPU could write the holder's tokens before we do.
     frozen = FrozenLoop(stack.freeze_file).__enter__()
     waiting = {}
 
@@ -96,7 +89,7 @@ def test_a_client_that_goes_away_frees_its_slot(stack):
 
 
 def test_the_page_says_busy_and_retries_after_the_wait(stack):
-    from browser import chromium_page
+    from pokegen.browser import chromium_page
 
     with chromium_page() as page:
         page.goto(stack.url + "/")

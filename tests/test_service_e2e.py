@@ -6,20 +6,22 @@ import os
 
 import pytest
 
-from service_stack import SLOW_TURNS, FrozenLoop, ServiceStack, read_events, short_temp_dir
+from live_generation import SLOW_TURNS, FrozenLoop, read_events
+from pokegen.service_stack import short_temp_dir
+
+pytestmark = pytest.mark.e2e
 
 
 EPISODE_KEYS = {"text", "prefix", "tokens", "seconds", "model", "finish_reason"}
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(start_stack):
     freeze_file = os.path.join(short_temp_dir("pokegen-freeze-"), "freeze")
-    service = ServiceStack(GENERATION_CONCURRENCY=3, QUEUE_SIZE=8,
-                           POKEGEN_FAULT_FREEZE_FILE=freeze_file, **SLOW_TURNS).start()
+    service = start_stack(GENERATION_CONCURRENCY=3, QUEUE_SIZE=8,
+                          POKEGEN_FAULT_FREEZE_FILE=freeze_file, **SLOW_TURNS)
     service.freeze_file = freeze_file
-    yield service
-    assert service.stop() in (0, 143), service.log()
+    return service
 
 
 def test_json_answer_with_cors(stack):
@@ -129,7 +131,7 @@ def test_stream_delivers_the_first_piece_before_the_generation_ends(stack):
         events = read_events(response)
         first_event, first_data = next(events)
         # The generation is still running when its first piece has come through nginx
-        # (the loop held, since a fast CPU writes the rest in a fraction of a second).
+        # (the loop held: a fast CPU could otherwise write the rest before we look).
         assert first_event == "piece" and first_data["text"]
         with FrozenLoop(stack.freeze_file):
             assert stack.metric("pokegen_generations_in_flight") >= 1
@@ -184,7 +186,7 @@ def _requests_total(stack, endpoint, status):
 
 
 def test_the_page_in_chromium_writes_an_episode(stack):
-    from browser import chromium_page
+    from pokegen.browser import chromium_page
 
     with chromium_page() as page:
         page.goto(stack.url + "/")

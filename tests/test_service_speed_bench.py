@@ -7,7 +7,11 @@ import os
 import subprocess
 import sys
 
-from service_stack import ROOT
+import pytest
+
+from pokegen.service_stack import ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 LEVELS = (1, 3, 8, 16)
 QUICK_LENGTH = 24

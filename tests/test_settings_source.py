@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from app.config import APP, NGINX, SETTINGS, UWSGI
-from service_stack import ROOT, ServiceStack, short_temp_dir
+from pokegen.service_stack import ROOT, ServiceStack, short_temp_dir
 
 # How the pieces find each other (paths, sockets, users): set by scripts/serve.sh and the
 # images, never tuned, so not in the table.
@@ -46,7 +46,8 @@ def request_variables() -> set:
 def compose_tool_variables() -> set:
     """Variables of docker-compose itself and of make compose-up (POKEGEN_TAG, APP_REPLICAS)."""
     sources = glob.glob(os.path.join(ROOT, "docker-compose*.yml")) + \
-        glob.glob(os.path.join(ROOT, "scripts", "docker", "compose*.sh"))
+        glob.glob(os.path.join(ROOT, "deploy", "docker-compose*.yml")) + \
+        glob.glob(os.path.join(ROOT, "deploy", "compose*.sh"))
     return {name for path in sources
             for name in re.findall(r"\$\{([A-Z][A-Z0-9_]*)", read(path))}
 
@@ -154,6 +155,7 @@ def test_a_bad_setting_stops_the_export_with_one_line():
     assert result.stderr == "error: QUEUE_TIMEOUT must be above 0, got '0'\n"
 
 
+@pytest.mark.e2e
 def test_make_serve_hands_the_servers_every_default():
     stack = ServiceStack()
     chosen = {"CHECKPOINT_DIR", "RUN_NAME", "PORT", "BIND_ADDRESS"}  # the test's own

@@ -5,15 +5,10 @@ its capacity is reached in seconds: every request is answered in time, no
 queue really fills, streams left midway free their slots, slowloris
 connections stop no one, oversized heads are a 4xx, memory is flat after the
 warm-up. The full soak is `make soak`; its figures are in docs/reliability.md."""
-import os
-import sys
-
 import pytest
 
-from service_stack import ROOT, ServiceStack
-
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from soak import Sizes, format_report, run_soak, stack_rss  # noqa: E402
+from benchmarks.soak import Sizes, format_report, run_soak, stack_rss
+from benchmarks.soak_requests import Probe, problem_with
 
 # Two decoding and two waiting: the overload's eight clients ask at once, so four
 # are refused, and the mix keeps to the capacity, so its episodes are answered.
@@ -23,14 +18,11 @@ SIZES = Sizes(mix=100, episodes=8, heads=6, left_streams=8, floods=8, oversized_
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(start_stack):
     # One client address stands for every user: the per-client limits
     # (tested on their own) are opened up, as `make soak` does.
-    service = ServiceStack(**CAPACITY, RATE_LIMIT=1000,
-                           RATE_BURST=2000, CONNECTION_LIMIT=1000,
-                           CLIENT_GENERATION_LIMIT=1000).start()
-    yield service
-    assert service.stop() in (0, 143), service.log()
+    return start_stack(**CAPACITY, RATE_LIMIT=1000, RATE_BURST=2000, CONNECTION_LIMIT=1000,
+                       CLIENT_GENERATION_LIMIT=1000)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +33,7 @@ def report(stack):
     return report
 
 
+@pytest.mark.e2e
 def test_every_request_is_answered_by_the_rules(report, stack):
     assert report.failures() == []
     assert sum(report.statuses.values()) == sum(len(s.outcomes) for s in report.scenarios)
@@ -49,12 +42,14 @@ def test_every_request_is_answered_by_the_rules(report, stack):
     assert "Traceback" not in stack.log(tail=200_000)
 
 
+@pytest.mark.e2e
 def test_the_mix_reaches_the_model_the_validation_and_nginx(report):
     mix = report.scenario("mix").statuses
     assert mix[200] > 30 and mix[400] > 20
     assert {404, 405, 413, 414} & set(mix)
 
 
+@pytest.mark.e2e
 def test_twice_the_capacity_fills_the_queue(report):
     overload = report.scenario("overload")
     assert overload.clients == 2 * (2 + 2)
@@ -63,6 +58,7 @@ def test_twice_the_capacity_fills_the_queue(report):
     assert not [o for o in overload.outcomes if o.problem]
 
 
+@pytest.mark.e2e
 def test_head_answers_headers_only(report):
     heads = report.scenario("head").outcomes
     assert {o.probe.kind for o in heads if o.status == 200} == {"head page", "head episode",
@@ -70,6 +66,7 @@ def test_head_answers_headers_only(report):
     assert not [o for o in heads if o.problem]
 
 
+@pytest.mark.e2e
 def test_streams_left_midway_free_their_slots(report):
     left = report.left
     assert left.left >= 1
@@ -79,6 +76,7 @@ def test_streams_left_midway_free_their_slots(report):
     assert left.idle_after is not None and left.idle_after < 5, left
 
 
+@pytest.mark.e2e
 def test_slowloris_connections_stop_no_one(report):
     assert report.slowloris.most_open == SIZES.slowloris
     # Meanwhile every scenario was answered (above) and so was every /healthz.
@@ -86,11 +84,13 @@ def test_slowloris_connections_stop_no_one(report):
     assert len(report.health) >= 10
 
 
+@pytest.mark.e2e
 def test_floods_of_long_prefixes_are_answered_or_refused(report):
     flood = report.scenario("flood").statuses
     assert set(flood) <= {200, 400, 503} and flood[400] >= 1
 
 
+@pytest.mark.e2e
 def test_oversized_heads_are_a_4xx(report):
     for outcome in report.scenario("headers").outcomes:
         if outcome.probe.kind == "oversized head":
@@ -102,8 +102,6 @@ def test_oversized_heads_are_a_4xx(report):
 def test_the_answer_rules_catch_what_they_should():
     """The soak's checker itself: a 500, a 503 without Retry-After, an HTML
     refusal, an unsafe JSONP body and a HEAD with a body are each caught."""
-    from soak_requests import Probe, problem_with
-
     episode = Probe("generate", "/?length=2", frozenset({200, 503}))
     jsonp = Probe("jsonp", "/?callback=cb", frozenset({200, 503}))
     refused = Probe("wrong type", "/?length=x", frozenset({400}))

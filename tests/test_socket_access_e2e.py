@@ -7,7 +7,9 @@ import subprocess
 
 import pytest
 
-from service_stack import ServiceStack
+from pokegen.service_stack import ServiceStack
+
+pytestmark = pytest.mark.e2e
 
 NGINX_WORKERS = "daemon"
 OTHER_USER_ID = 65534  # nobody: neither uWSGI's user nor nginx's workers'

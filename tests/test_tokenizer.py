@@ -2,7 +2,7 @@
 
 Property tests compare app.engine.text.Tokenizer with gpt-2-simple's own
 Encoder on GPT-2's real vocabulary (`make gpt2-vocab`, run by `make test`) and
-on the vocabularies scratch_model builds. The Rust `tokenizers` BPE is not
+on the vocabularies pokegen.new_model builds. The Rust `tokenizers` BPE is not
 used to encode: its pre-tokenizer's Unicode tables are older than those of
 gpt-2-simple's `regex`, so letters added to Unicode in recent years split
 differently and the ids differ (shown below)."""
@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import scratch_model
 from app.engine import text
+from pokegen import new_model
+from pokegen.service_stack import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GPT2_VOCAB = os.path.join(ROOT, "build", "gpt2-vocab")
 
 needs_gpt2_vocab = pytest.mark.skipif(
@@ -45,12 +45,12 @@ def gpt_2_simple_encoder(vocab_dir):
 
 @pytest.fixture(scope="module")
 def scratch_vocabularies(tmp_path_factory):
-    """The two kinds scratch_model builds: learned merges only (the tiny
+    """The two kinds pokegen.new_model builds: learned merges only (the tiny
     preset's 4096), and learned plus filler merges up to GPT-2's 50257."""
     folders = []
     for size in (4096, 50257):
         folder = str(tmp_path_factory.mktemp(f"vocab{size}"))
-        scratch_model.train_tokenizer(None, folder, size)
+        new_model.train_tokenizer(None, folder, size)
         folders.append(folder)
     return folders
 

@@ -9,7 +9,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,10 +19,12 @@ import gpt_2_simple as gpt2
 import pytest
 import tensorflow as tf
 
-import model_card
-import scratch_model
 import train
+from pokegen import model_card, new_model
+from pokegen.service_stack import free_port
 from signals import interruptible
+
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEROES = ["Ash", "Misty", "Brock", "May", "Dawn", "Serena", "Team Rocket", "Professor Oak"]
@@ -104,7 +105,7 @@ def test_run_folder_has_gpt2_layout_and_tokenizer(trained_run):
     assert 'model_checkpoint_path: "model-4"\n' in (run_dir / "checkpoint").read_text()
 
     hparams = json.loads((run_dir / "hparams.json").read_text())
-    assert hparams == scratch_model.PRESETS["tiny"] and hparams["n_ctx"] == 1024
+    assert hparams == new_model.PRESETS["tiny"] and hparams["n_ctx"] == 1024
     encoder = json.loads((run_dir / "encoder.json").read_text(encoding="utf-8"))
     assert len(encoder) == hparams["n_vocab"] and encoder["<|endoftext|>"] == hparams["n_vocab"] - 1
     assert (run_dir / "vocab.bpe").read_text(encoding="utf-8").startswith("#version: 0.2\n")
@@ -129,7 +130,7 @@ def test_model_card_describes_the_run(trained_run, corpus):
     train_file = corpus / "train.txt"
 
     assert card["base"] == {"kind": "scratch", "preset": "tiny"}
-    assert card["hparams"] == scratch_model.PRESETS["tiny"]
+    assert card["hparams"] == new_model.PRESETS["tiny"]
     assert card["training"]["steps"] == 4 and card["training"]["seed"] == 5
     assert card["training"]["learning_rate"] == train.SCRATCH_DEFAULTS["tiny"]["learning_rate"]
     assert card["training"]["lr_schedule"] == "cosine"
@@ -311,15 +312,9 @@ def test_resume_needs_an_existing_run(corpus, tmp_path, capsys):
     assert "nothing to resume" in capsys.readouterr().err
 
 
-def closed_local_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_gpt2_without_weights_or_network_fails_with_one_clear_line(corpus, tmp_path, monkeypatch, capsys):
     # Every download goes to a closed port on this machine: it fails at once, offline or not.
-    proxy = f"http://127.0.0.1:{closed_local_port()}"
+    proxy = f"http://127.0.0.1:{free_port()}"
     for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]:
         monkeypatch.setenv(name, proxy)
     for name in ["NO_PROXY", "no_proxy"]:
@@ -340,9 +335,9 @@ def test_gpt2_without_weights_or_network_fails_with_one_clear_line(corpus, tmp_p
 
 def test_gpt2_path_uses_weights_already_in_models_without_downloading(corpus, tmp_path, monkeypatch):
     # A stand-in for the downloaded 124M: the same seven files, a tiny shape.
-    scratch_model.create_model_dir(str(tmp_path / "models" / "124M"), "tiny", corpus_files=[str(corpus / "train.txt")])
+    new_model.create_model_dir(str(tmp_path / "models" / "124M"), "tiny", corpus_files=[str(corpus / "train.txt")])
     for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]:
-        monkeypatch.setenv(name, f"http://127.0.0.1:{closed_local_port()}")  # any download would fail
+        monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}")  # any download would fail
     monkeypatch.chdir(tmp_path)
 
     exit_code = train.main(["--model", "124M", "--dataset", str(corpus / "train.txt"), "--steps", "2",
@@ -373,7 +368,7 @@ def test_a_trained_run_in_the_model_folder_is_never_replaced(corpus, tmp_path, c
     # --from-scratch builds its new model in --model-dir/scratch-<preset>.
     held = tmp_path / "models" / "scratch-tiny"
     held.mkdir(parents=True)
-    (held / "hparams.json").write_text(json.dumps(scratch_model.PRESETS["tiny"]))
+    (held / "hparams.json").write_text(json.dumps(new_model.PRESETS["tiny"]))
     (held / "counter").write_text("7\n")
     exit_code = train.main(tiny_args(corpus, tmp_path, "--steps", "2"))
     assert exit_code == 1

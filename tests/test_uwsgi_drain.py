@@ -1,4 +1,4 @@
-"""scripts/docker/uwsgi_drain.py, the app container's preStop hook in Kubernetes, against the real
+"""deploy/uwsgi_drain.py, the app container's preStop hook in Kubernetes, against the real
 service (scripts/serve.sh on a tiny model): it returns only once the replica holds no request."""
 import os
 import subprocess
@@ -8,16 +8,16 @@ import time
 
 import pytest
 
-from service_stack import ROOT, ServiceStack, wait_for
+from pokegen.service_stack import ROOT, wait_for
 
-DRAIN = os.path.join(ROOT, "scripts", "docker", "uwsgi_drain.py")
+pytestmark = pytest.mark.e2e
+
+DRAIN = os.path.join(ROOT, "deploy", "uwsgi_drain.py")
 
 
 @pytest.fixture(scope="module")
-def stack():
-    service = ServiceStack().start()
-    yield service
-    service.stop()
+def stack(start_stack):
+    return start_stack()
 
 
 def drain(stack, settle: float = 0.0) -> subprocess.CompletedProcess:

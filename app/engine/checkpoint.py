@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .types import ModelLoadError
+from pokegen.model_card import ModelCardError, read_model_card
 
-END_OF_TEXT = "<|endoftext|>"
-MODEL_CARD = "pokegen.json"
+from .types import ModelLoadError
 
 
 @dataclass(frozen=True)
@@ -71,18 +70,6 @@ def read_hparams(run_dir: str) -> HParams:
     return hparams
 
 
-def read_model_card(run_dir: str) -> dict | None:
-    path = os.path.join(run_dir, MODEL_CARD)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            card = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{MODEL_CARD} in {run_dir} is not valid JSON: {first_line(e)}") from None
-    return card if isinstance(card, dict) else {"card": card}
-
-
 def open_checkpoint(checkpoint_dir: str, run_name: str) -> Checkpoint:
     """Finds the latest saved step of a run; reads no weights yet."""
     import tensorflow as tf
@@ -97,7 +84,11 @@ def open_checkpoint(checkpoint_dir: str, run_name: str) -> Checkpoint:
         raise ModelLoadError(f"cannot read the checkpoint index in {run_dir}: {first_line(e)}") from None
     if path is None:
         raise ModelLoadError(f"no saved model step in {run_dir} (no 'checkpoint' file, or its weights are gone)")
-    return Checkpoint(run_dir=run_dir, path=path, hparams=hparams, card=read_model_card(run_dir))
+    try:
+        card = read_model_card(run_dir)
+    except ModelCardError as e:
+        raise ModelLoadError(str(e)) from None
+    return Checkpoint(run_dir=run_dir, path=path, hparams=hparams, card=card)
 
 
 def layer_shapes(hparams: HParams) -> dict[str, tuple[int, ...]]:

@@ -13,6 +13,8 @@ import os
 import threading
 import time
 
+from pokegen.model_card import model_name
+
 from . import faults
 from .admission import GenerationQueue
 from .cache_pool import CachePool, pages_for
@@ -141,8 +143,7 @@ class Engine:
     def _load(self) -> None:
         checkpoint = open_checkpoint(self.checkpoint_dir, self.run_name)
         self._checkpoint = checkpoint
-        card = checkpoint.card or {}
-        self.model_name = str(card.get("name") or self.run_name)
+        self.model_name = model_name(checkpoint.card, self.run_name)
         tokenizer = Tokenizer(checkpoint.run_dir, checkpoint.hparams.n_vocab)
         reader = WeightReader(checkpoint)
         n_ctx = checkpoint.hparams.n_ctx

@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pokegen.gpt2_format import END_OF_TEXT
+
 from .admission import GenerationQueue
 from .cache_pool import CachePool, pages_for
-from .checkpoint import END_OF_TEXT
 from .drafts import PromptLookup
 from .generation import Generation
 from .prefill_budget import PrefillBudget

@@ -8,7 +8,9 @@ import sys
 import threading
 from collections import OrderedDict
 
-from .checkpoint import END_OF_TEXT, ModelLoadError, first_line
+from pokegen.gpt2_format import END_OF_TEXT
+
+from .checkpoint import ModelLoadError, first_line
 
 # The merges of words seen lately are kept, up to this many bytes: a service
 # sees endless new words, some of them as long as a whole prefix.

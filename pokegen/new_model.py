@@ -9,9 +9,11 @@ The folder also has a `checkpoint` file, so it works as a run directory as well
 (`gpt2.load_gpt2(sess, checkpoint_dir=parent, run_name=name)` loads it).
 """
 
+import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 from gpt_2_simple.src import encoder as gpt2_encoder
@@ -19,7 +21,9 @@ from gpt_2_simple.src import model as gpt2_model
 import tensorflow as tf
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-END_OF_TEXT = "<|endoftext|>"
+from pokegen.atomic_files import atomic_write_text, move_into_place
+from pokegen.gpt2_format import END_OF_TEXT
+from pokegen.model_card import CARD_NAME
 
 # gpt-2-simple's finetune always samples 1024-token windows, so every preset keeps n_ctx 1024.
 PRESETS = {
@@ -106,10 +110,10 @@ def train_tokenizer(corpus_files, out_dir, vocab_size):
     token_ids[END_OF_TEXT] = len(token_ids)
 
     os.makedirs(out_dir, exist_ok=True)
-    _write_atomically(os.path.join(out_dir, "encoder.json"), json.dumps(token_ids, ensure_ascii=False))
+    atomic_write_text(os.path.join(out_dir, "encoder.json"), json.dumps(token_ids, ensure_ascii=False))
     # gpt-2-simple skips the first line and drops the text after the last newline.
     bpe_text = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
-    _write_atomically(os.path.join(out_dir, "vocab.bpe"), bpe_text)
+    atomic_write_text(os.path.join(out_dir, "vocab.bpe"), bpe_text)
     return len(token_ids)
 
 
@@ -155,7 +159,7 @@ def create_model_dir(model_dir, preset, corpus_files=None, seed=0):
     try:
         os.chmod(build_dir, 0o777 & ~_current_umask())  # mkdtemp makes it private
         hparams["n_vocab"] = train_tokenizer(corpus_files, build_dir, hparams["n_vocab"])
-        _write_atomically(os.path.join(build_dir, "hparams.json"), json.dumps(hparams, indent=2) + "\n")
+        atomic_write_text(os.path.join(build_dir, "hparams.json"), json.dumps(hparams, indent=2) + "\n")
         write_initial_checkpoint(build_dir, hparams, seed=seed)
         move_into_place(build_dir, model_dir)
     except BaseException:
@@ -168,20 +172,8 @@ def trained_run_marks(model_dir):
     """What shows that model_dir was trained: gpt-2-simple's step counter and
     step-numbered checkpoints, train.py's model card. A folder made here has none."""
     return sorted(name for name in os.listdir(model_dir)
-                  if name in ("counter", "pokegen.json")
+                  if name in ("counter", CARD_NAME)
                   or (name.startswith("model-") and name.endswith(".index")))
-
-
-def move_into_place(built, output):
-    """Renames `built` (a file or folder) to `output`; an older output there goes
-    only once the new one is in place."""
-    old_dir = None
-    if os.path.lexists(output):
-        old_dir = tempfile.mkdtemp(dir=os.path.dirname(output), prefix=".replaced-")
-        os.rename(output, os.path.join(old_dir, "old"))
-    os.rename(built, output)
-    if old_dir:
-        shutil.rmtree(old_dir, ignore_errors=True)
 
 
 def _current_umask():
@@ -190,8 +182,23 @@ def _current_umask():
     return mask
 
 
-def _write_atomically(path, text):
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    with open(tmp_path, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp_path, path)
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Build a new, randomly initialised model in GPT-2's format: a folder that "
+                    "gpt-2-simple loads as a model and as a run.")
+    parser.add_argument("model_dir", help="the folder to create, e.g. checkpoint/run1")
+    parser.add_argument("--preset", choices=list(PRESETS), default="tiny", help="the model's shape")
+    parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same weights")
+    args = parser.parse_args(argv)
+    try:
+        hparams = create_model_dir(args.model_dir, args.preset, seed=args.seed)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.model_dir}: a new {args.preset} model ({hparams['n_layer']} layers, "
+          f"{hparams['n_embd']} wide, {hparams['n_vocab']}-token vocabulary)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

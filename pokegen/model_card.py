@@ -1,22 +1,30 @@
 """The model card: a small JSON file next to a checkpoint saying what it is.
 
 `train.py` writes `checkpoint/<run>/pokegen.json` after every training session; the
-service reads it to show which model answers. Fields:
+service reads it to name the model it serves and to show it at /info. Fields:
 
-- run_name, base ({"kind": "gpt2", "model_name": "124M"} or {"kind": "scratch", "preset": "tiny"}),
+- run_name (the run the card was written for; the service serves the model under this name),
+  base ({"kind": "gpt2", "model_name": "124M"} or {"kind": "scratch", "preset": "tiny"}),
   hparams (the model's shape), training (hyperparameters of the latest session)
 - corpus: {"train": {path, sha256, bytes, tokens}, "val": ... or null}
 - steps (total optimizer steps of the run), train_loss and val_loss (mean loss on fixed
   windows at the end), val_loss_start (before the run's first step), interrupted, date (UTC)
 - history: one entry per training session (from_step, to_step, losses, seconds, date)
 """
+from __future__ import annotations
 
 import hashlib
 import json
 import os
 
+from pokegen.atomic_files import atomic_write_text
+
 CARD_NAME = "pokegen.json"
 CARD_FORMAT = "pokegen-model-card/1"
+
+
+class ModelCardError(ValueError):
+    """A card that is there but is not a JSON object."""
 
 
 def file_fingerprint(path, tokens=None):
@@ -35,14 +43,24 @@ def card_path(run_dir):
     return os.path.join(run_dir, CARD_NAME)
 
 
-def read_model_card(run_dir):
-    """The run's card as a dict, or None when the run has none (or an unreadable one)."""
+def read_model_card(run_dir) -> dict | None:
+    """The run's card, or None when the run has none; ModelCardError when it cannot be read."""
     try:
         with open(card_path(run_dir), encoding="utf-8") as f:
             card = json.load(f)
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
-    return card if isinstance(card, dict) else None
+    except (OSError, ValueError) as error:
+        raise ModelCardError(f"{CARD_NAME} in {run_dir} is not valid JSON: {error}") from None
+    if not isinstance(card, dict):
+        raise ModelCardError(f"{CARD_NAME} in {run_dir} is not a JSON object")
+    return card
+
+
+def model_name(card: dict | None, run_name: str) -> str:
+    """The name the model is served under: the run its card was written for, else the run
+    folder's name (a model without a card, or a card without a run name)."""
+    return str((card or {}).get("run_name") or run_name)
 
 
 def updated_card(previous, *, run_name, base, hparams, training, corpus, session):
@@ -72,11 +90,7 @@ def updated_card(previous, *, run_name, base, hparams, training, corpus, session
 
 
 def write_model_card(run_dir, card):
-    """Write the card atomically: readers never see half a file."""
+    """Write the card; readers never see half a file."""
     path = card_path(run_dir)
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    with open(tmp_path, "w", encoding="utf-8") as f:
-        json.dump(card, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp_path, path)
+    atomic_write_text(path, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     return path

@@ -3,7 +3,7 @@
 A container starts with Debian's public CA set and no pip configuration of this host. When this
 host reaches PyPI only through its own certificates (a TLS-inspecting proxy) or not at all, an
 image build cannot install packages by itself, and the host downloads them first
-(scripts/docker/fetch-wheels.sh). Exit 0: builds can use PyPI; 1: they cannot.
+(fetch-wheels.sh beside this script). Exit 0: builds can use PyPI; 1: they cannot.
 
 Usage: python3 pypi_trusted_publicly.py [--url URL] [--timeout SECONDS]
 """

@@ -1,8 +1,10 @@
-"""scratch_model builds folders that gpt-2-simple treats exactly like a downloaded GPT-2."""
+"""pokegen.new_model builds folders that gpt-2-simple treats exactly like a downloaded GPT-2."""
 
 import json
 import math
 import os
+import subprocess
+import sys
 
 import gpt_2_simple as gpt2
 from gpt_2_simple.src import encoder as gpt2_encoder
@@ -10,7 +12,8 @@ import pytest
 import tensorflow as tf
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-import scratch_model
+from pokegen import new_model
+from pokegen.gpt2_format import END_OF_TEXT
 
 CORPUS = (
     "Ash and Pikachu reach Viridian City, where Nurse Joy heals the injured Pokemon. "
@@ -27,11 +30,11 @@ def corpus_file(tmp_path):
 
 
 def test_tokenizer_files_are_read_by_gpt2_simple_and_split_text_like_tokenizers(tmp_path, corpus_file):
-    size = scratch_model.train_tokenizer([corpus_file], str(tmp_path / "tok"), vocab_size=600)
+    size = new_model.train_tokenizer([corpus_file], str(tmp_path / "tok"), vocab_size=600)
 
     enc = gpt2_encoder.get_encoder(str(tmp_path / "tok"))
     assert size == len(enc.encoder) == 600
-    assert enc.encoder[scratch_model.END_OF_TEXT] == 599  # last id, as in GPT-2
+    assert enc.encoder[END_OF_TEXT] == 599  # last id, as in GPT-2
     assert len(enc.bpe_ranks) == 600 - 256 - 1
     assert sorted(enc.encoder.values()) == list(range(600))
 
@@ -49,12 +52,12 @@ def test_tokenizer_files_are_read_by_gpt2_simple_and_split_text_like_tokenizers(
 
 
 def test_small_corpus_still_yields_exact_gpt2_vocabulary(tmp_path, corpus_file):
-    size = scratch_model.train_tokenizer([corpus_file], str(tmp_path), vocab_size=50257)
+    size = new_model.train_tokenizer([corpus_file], str(tmp_path), vocab_size=50257)
 
     enc = gpt2_encoder.get_encoder(str(tmp_path))
     assert size == len(enc.encoder) == 50257
     assert len(enc.bpe_ranks) == 50000
-    assert enc.encoder[scratch_model.END_OF_TEXT] == 50256
+    assert enc.encoder[END_OF_TEXT] == 50256
     # Every id decodes (a random model may sample any of them) and text round-trips.
     assert enc.decode(list(range(50256)))
     text = "Odd bytes \x01\x7f and accents: é ü, kanji 日本"
@@ -62,16 +65,16 @@ def test_small_corpus_still_yields_exact_gpt2_vocabulary(tmp_path, corpus_file):
 
 
 def test_tokenizer_without_corpus_uses_builtin_text(tmp_path):
-    assert scratch_model.train_tokenizer(None, str(tmp_path), vocab_size=400) == 400
+    assert new_model.train_tokenizer(None, str(tmp_path), vocab_size=400) == 400
     enc = gpt2_encoder.get_encoder(str(tmp_path))
     assert len(enc.encode("Ash and Pikachu")) < len("Ash and Pikachu")
 
 
 def test_tiny_model_dir_loads_and_generates_with_plain_gpt2_simple(tmp_path):
     run_dir = tmp_path / "checkpoint" / "fresh"
-    hparams = scratch_model.create_model_dir(str(run_dir), "tiny", seed=3)
+    hparams = new_model.create_model_dir(str(run_dir), "tiny", seed=3)
 
-    assert hparams == scratch_model.PRESETS["tiny"]
+    assert hparams == new_model.PRESETS["tiny"]
     assert hparams["n_ctx"] == 1024
     assert json.loads((run_dir / "hparams.json").read_text()) == hparams
     assert {"checkpoint", "encoder.json", "vocab.bpe", "hparams.json", "model.ckpt.index",
@@ -91,7 +94,7 @@ def test_tiny_model_dir_loads_and_generates_with_plain_gpt2_simple(tmp_path):
 
 def test_gpt2_small_preset_has_gpt2_124m_variables(tmp_path):
     model_dir = tmp_path / "models" / "gpt2-small"
-    hparams = scratch_model.create_model_dir(str(model_dir), "gpt2-small")
+    hparams = new_model.create_model_dir(str(model_dir), "gpt2-small")
 
     assert hparams == {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_ctx": 1024, "n_vocab": 50257}
     variables = dict(tf.train.list_variables(str(model_dir / "model.ckpt")))
@@ -105,11 +108,11 @@ def test_gpt2_small_preset_has_gpt2_124m_variables(tmp_path):
 
 def test_same_seed_gives_same_weights_and_replaces_older_model(tmp_path):
     target = tmp_path / "m"
-    scratch_model.create_model_dir(str(target), "tiny", seed=7)
+    new_model.create_model_dir(str(target), "tiny", seed=7)
     first = tf.train.load_variable(str(target / "model.ckpt"), "model/h0/mlp/c_fc/w")
-    scratch_model.create_model_dir(str(target), "tiny", seed=7)
+    new_model.create_model_dir(str(target), "tiny", seed=7)
     again = tf.train.load_variable(str(target / "model.ckpt"), "model/h0/mlp/c_fc/w")
-    scratch_model.create_model_dir(str(target), "tiny", seed=8)
+    new_model.create_model_dir(str(target), "tiny", seed=8)
     other = tf.train.load_variable(str(target / "model.ckpt"), "model/h0/mlp/c_fc/w")
 
     assert (first == again).all()
@@ -122,13 +125,13 @@ def test_refuses_to_replace_a_folder_that_is_not_a_model(tmp_path):
     keep.mkdir()
     (keep / "todo.txt").write_text("mine")
     with pytest.raises(FileExistsError):
-        scratch_model.create_model_dir(str(keep), "tiny")
+        new_model.create_model_dir(str(keep), "tiny")
     assert (keep / "todo.txt").read_text() == "mine"
 
 
 def test_unknown_preset_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="tiny"):
-        scratch_model.create_model_dir(str(tmp_path / "x"), "huge")
+        new_model.create_model_dir(str(tmp_path / "x"), "huge")
     assert not os.listdir(tmp_path)
 
 
@@ -138,12 +141,29 @@ def test_refuses_to_replace_a_trained_run(tmp_path, mark, content):
     # What finetuning adds to a folder made here: gpt-2-simple's step counter and
     # step-numbered checkpoint, train.py's model card.
     run = tmp_path / "run1"
-    scratch_model.create_model_dir(str(run), "tiny", seed=1)
+    new_model.create_model_dir(str(run), "tiny", seed=1)
     (run / mark).write_text(content)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     with pytest.raises(FileExistsError) as refused:
-        scratch_model.create_model_dir(str(run), "tiny", seed=2)
+        new_model.create_model_dir(str(run), "tiny", seed=2)
     assert str(refused.value) == (f"{run} holds a trained run ({mark}); "
                                   "not replacing it with new random weights")
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     assert sorted(os.listdir(tmp_path)) == ["run1"]
+
+
+def test_the_command_builds_a_run_and_refuses_a_folder_that_is_not_a_model(tmp_path):
+    run = tmp_path / "run1"
+    built = subprocess.run([sys.executable, "-m", "pokegen.new_model", str(run), "--seed", "4"],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    assert built.stdout.strip().splitlines()[-1].startswith(f"{run}: a new tiny model")
+    assert json.loads((run / "hparams.json").read_text()) == new_model.PRESETS["tiny"]
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    refused = subprocess.run([sys.executable, "-m", "pokegen.new_model", str(tmp_path / "notes")],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'notes'} exists and is not a model folder; not replacing it")

@@ -1,15 +1,11 @@
-"""Episode codes and safe file writing, shared by the crawler, the corpus
-preparation and the demo wiki.
+"""Bulbapedia's episode codes, shared by the crawler, the corpus preparation and the demo wiki.
 
 An episode code is a series prefix and a zero-padded number, as in Bulbapedia's
 page names: EP001 (original series), AG005 (Advanced Generation), ...
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
-from pathlib import Path
 
 # The series of the original project, in broadcast order, with their episode counts.
 DEFAULT_SERIES: dict[str, int] = {"EP": 274, "AG": 192, "DP": 191, "XY": 140, "SM": 140}
@@ -67,25 +63,3 @@ def episode_sort_key(code: str) -> tuple[int, str, int, str]:
     prefix, number = match.group(1), int(match.group(2))
     order = list(DEFAULT_SERIES).index(prefix) if prefix in DEFAULT_SERIES else len(DEFAULT_SERIES)
     return (order, prefix, number, code)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` (UTF-8) so that `path` holds either its old content or all of
-    the new one, never a part: temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as tmp:
-            tmp.write(text)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it private; outputs are ordinary files
-        os.replace(tmp_name, path)
-    except BaseException:
-        # Also on KeyboardInterrupt: leave no temp file behind.
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stops the Docker engine only if scripts/docker/ensure-docker.sh started it.
+# Stops the Docker engine only if ensure-docker.sh (beside this script) started it.
 set -euo pipefail
 
 STARTED_MARKER=${POKEGEN_DOCKERD_MARKER:-/run/pokegen-dockerd.pid}

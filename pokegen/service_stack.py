@@ -1,9 +1,9 @@
-"""The real service for end-to-end tests: a tiny checkpoint made by
-scratch_model, then scripts/serve.sh (uWSGI + nginx) on a free 127.0.0.1 port."""
+"""The real service on this machine, for the tests, the benchmarks and the page's screenshots:
+scripts/serve.sh (uWSGI + nginx, as `make serve` runs them) on a free 127.0.0.1 port, by
+default on a tiny new model built once per process; and the small waits they all need."""
 from __future__ import annotations
 
 import atexit
-import contextlib
 import functools
 import os
 import re
@@ -17,10 +17,12 @@ import time
 
 import requests
 
+# The checkout this package runs from: the stack is its scripts/serve.sh.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -35,18 +37,17 @@ def short_temp_dir(prefix: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def tiny_checkpoint_dir() -> str:
-    """A checkpoint folder holding run1: a freshly initialised tiny model, made
-    once per test session."""
+    """A checkpoint folder holding run1: a freshly initialised tiny model, made once per
+    process (in a child process, which keeps TensorFlow out of this one)."""
     checkpoint_dir = short_temp_dir("pokegen-ckpt-")
-    subprocess.run([sys.executable, "-c",
-                    "import sys, scratch_model; scratch_model.create_model_dir(sys.argv[1], 'tiny')",
-                    os.path.join(checkpoint_dir, "run1")],
-                   cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "pokegen.new_model", os.path.join(checkpoint_dir, "run1"),
+                    "--preset", "tiny"], cwd=ROOT, check=True, capture_output=True)
     return checkpoint_dir
 
 
 class ServiceStack:
-    """`make serve`'s script with test settings; stopped with SIGTERM like a user's Ctrl-C."""
+    """`make serve`'s script with test settings; stopped with SIGTERM like a user's Ctrl-C.
+    The settings are its environment; without CHECKPOINT_DIR it serves the tiny new model."""
 
     def __init__(self, **settings):
         self.port = free_port()
@@ -55,7 +56,7 @@ class ServiceStack:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
-            "CHECKPOINT_DIR": tiny_checkpoint_dir(),
+            "CHECKPOINT_DIR": settings.get("CHECKPOINT_DIR") or tiny_checkpoint_dir(),
             "RUN_NAME": "run1",
             "PORT": str(self.port),
             "BIND_ADDRESS": "127.0.0.1",
@@ -155,41 +156,6 @@ def _json(response: requests.Response) -> dict:
     return body if isinstance(body, dict) else {}
 
 
-@contextlib.contextmanager
-def nginx_alone(socket_path: str, **settings):
-    """nginx with the project's rendered configuration in front of
-    `socket_path` (whatever listens there, or nothing); yields its URL."""
-    run_dir = short_temp_dir("pokegen-nginx-")
-    port = free_port()
-    env = {**os.environ, "RUN_DIR": run_dir, "PORT": str(port), "BIND_ADDRESS": "127.0.0.1",
-           "POKEGEN_SOCKET": socket_path, **{k: str(v) for k, v in settings.items()}}
-    conf = subprocess.run([os.path.join(ROOT, "scripts", "render-nginx-config.sh")], env=env,
-                          check=True, capture_output=True, text=True).stdout.strip()
-    nginx = subprocess.Popen(["nginx", "-p", run_dir, "-c", conf, "-e", "stderr",
-                              "-g", "daemon off;"], stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_listening(url + "/static/style.css", nginx)
-        yield url
-    finally:
-        nginx.terminate()
-        nginx.wait(timeout=10)
-
-
-def rendered_upstream_timeouts(**settings) -> set:
-    """The uwsgi_read_timeout values of the app's locations in the nginx
-    configuration that scripts/render-nginx-config.sh renders for `settings`
-    (and nothing else from the environment)."""
-    env = {"PATH": os.environ["PATH"], "RUN_DIR": short_temp_dir("pokegen-render-"),
-           **{k: str(v) for k, v in settings.items()}}
-    subprocess.run([os.path.join(ROOT, "scripts", "render-nginx-config.sh")], env=env,
-                   check=True, capture_output=True, text=True)
-    with open(os.path.join(env["RUN_DIR"], "pokegen.conf"), encoding="utf-8") as f:
-        timeouts = re.findall(r"uwsgi_read_timeout (\d+)s;", f.read())
-    # The probes and /metrics keep their own short 30 s; the rest wait for generations.
-    return {int(t) for t in timeouts if t != "30"}
-
-
 def wait_for(condition, timeout: float = 30.0, interval: float = 0.05) -> bool:
     """True as soon as condition() is; False after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -198,57 +164,3 @@ def wait_for(condition, timeout: float = 30.0, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return False
-
-
-# Settings for a stack whose tests watch long generations while they run: every
-# decoding turn waits 3 ms (app/engine/faults.py), so 1000 tokens take seconds
-# rather than the 0.2 s the tiny test model needs on a fast CPU.
-SLOW_TURNS = {"POKEGEN_FAULT_TURN_DELAY": 0.003}
-
-
-class FrozenLoop:
-    """The engine's decoding loop held at the start of its next turn, through the
-    fault-injection file of app/engine/faults.py, until the block ends. Entering
-    returns once the loop says it is held, however fast or slow this machine is."""
-
-    def __init__(self, path: str, timeout: float = 30.0):
-        self.path, self.timeout = path, timeout
-
-    def __enter__(self):
-        # Here, not at the top: benchmarks import this module without the project on their path.
-        from app.engine.faults import FROZEN_SUFFIX
-
-        marker = self.path + FROZEN_SUFFIX
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(marker)  # left by a worker killed while held
-        open(self.path, "w").close()
-        if not wait_for(lambda: os.path.exists(marker), timeout=self.timeout):
-            self.__exit__()
-            raise AssertionError(f"the decoding loop did not stop within {self.timeout} s")
-        return self
-
-    def __exit__(self, *exc):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.path)
-
-
-def wait_until_listening(url: str, process: subprocess.Popen, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited"
-        try:
-            return requests.get(url, timeout=2)
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listening at {url}")
-
-
-def read_events(response: requests.Response):
-    """Yields (event, data) pairs of a text/event-stream response as they arrive."""
-    import json
-    event = None
-    for line in response.iter_lines(decode_unicode=True):
-        if line.startswith("event: "):
-            event = line[len("event: "):]
-        elif line.startswith("data: "):
-            yield event, json.loads(line[len("data: "):])

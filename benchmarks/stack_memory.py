@@ -5,7 +5,7 @@ CONCURRENCY generations of LENGTH tokens run at once through nginx, and after th
 usage `docker stats` shows (what the memory limit counts) and the anonymous memory within it.
 Prints one table; changes nothing. Reads /proc and /sys/fs/cgroup: run it as root.
 
-Usage: python3 scripts/docker/measure_memory.py [--url http://127.0.0.1:5000]
+Usage: python3 benchmarks/stack_memory.py [--url http://127.0.0.1:5000]
            [--project pokegen] [--concurrency 3] [--length 256] [--idle-seconds 10]
 """
 import argparse

@@ -3,7 +3,7 @@
 # installs docker.io and docker-compose when missing, and starts dockerd when no
 # engine answers. An engine that already runs is left exactly as it is.
 # The engine started here records its pid in $STARTED_MARKER so that
-# scripts/docker/stop-docker.sh stops only what this script started.
+# stop-docker.sh beside it stops only what this script started.
 set -euo pipefail
 
 STARTED_MARKER=${POKEGEN_DOCKERD_MARKER:-/run/pokegen-dockerd.pid}
