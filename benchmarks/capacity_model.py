@@ -18,7 +18,6 @@ Without --rates it uses the 256-token latencies of docs/benchmarks.md's latest s
 from __future__ import annotations
 
 import argparse
-import heapq
 import json
 import math
 import random

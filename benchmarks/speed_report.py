@@ -102,8 +102,8 @@ def format_report(results: dict) -> str:
                            f"{lv['tokens_per_second']:.1f}", f"{lat['p50']:.2f} s",
                            f"{lat['p95']:.2f} s", f"{first['p50']:.3f} s", f"{first['p95']:.3f} s",
                            f"{lv['rss_peak'] / MIB:.0f} MiB"]))
-    lines.append(f"(each request: GET /stream through nginx, its own fixed seed; latency to the "
-                 f"final event, 1st token to the first piece event; RSS: uWSGI + nginx)")
+    lines.append("(each request: GET /stream through nginx, its own fixed seed; latency to the "
+                 "final event, 1st token to the first piece event; RSS: uWSGI + nginx)")
     lines += _problems(results)
     growth = results.get("growth")
     if growth:

@@ -17,7 +17,7 @@ import urllib.request
 def readiness(url: str) -> tuple[str, str]:
     """('ready' | 'failed' | 'waiting', detail) for one look at /readyz."""
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=5):
             return "ready", ""
     except urllib.error.HTTPError as error:
         try:
