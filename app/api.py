@@ -14,11 +14,11 @@ import logging
 import time
 
 from flask import Blueprint, Response, current_app, request, send_from_directory
+from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
 
 from app import openai_responses
 from app.engine.types import Busy, ClientBusy, ModelUnavailable
-from app.metrics import CONTENT_TYPE_LATEST
 from app.request_body import json_body
 from app.responses import (error_response, json_response, jsonp_response, result_payload,
                            sse_event)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
                                ProcessCollector, disable_created_metrics, generate_latest)
-from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the API)
 from prometheus_client.core import CounterMetricFamily
 
 # The *_created timestamps of every labelled series only add noise to a scrape.
