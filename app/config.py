@@ -111,8 +111,9 @@ SETTINGS = {setting.name: setting for setting in (
     Setting("SPECULATIVE_TOKENS", "4", (APP,), "draft tokens, looked up in the episode's own "
             "text, that one or two running sequences check per step (0: no drafting; answers "
             "are the same either way)", "integer", 0, MAX_CONTEXT),
-    Setting("PREFILL_CHUNK", "16", (APP,), "prompt tokens read per step while other streams "
-            "run, so that a long prefix never holds them up for long", "integer", 1, MAX_CONTEXT),
+    Setting("PREFILL_CHUNK", "16", (APP,), "the most prompt tokens read per step while other "
+            "streams run; fewer when they would cost more than a decode step", "integer", 1,
+            MAX_CONTEXT),
     Setting("CLIENT_GENERATION_LIMIT", "4", (APP,), "generations one client address may have "
             "running or waiting at once (429 beyond)", "integer", 1, MAX_COUNT),
     Setting("CONNECTION_LIMIT", "8", (NGINX,), "requests one client address may have open at "
