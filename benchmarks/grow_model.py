@@ -30,6 +30,7 @@ import tempfile
 
 import numpy as np
 
+from app.engine.corpus_drafts import TABLE_NAME
 
 GPT2_SMALL = {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_ctx": 1024, "n_vocab": 50257}
 
@@ -112,7 +113,9 @@ def grow(source: str, output: str, target: dict = GPT2_SMALL) -> None:
     os.makedirs(parent, exist_ok=True)
     building = tempfile.mkdtemp(dir=parent, prefix=".grown-")
     try:
-        for name in ("encoder.json", "vocab.bpe"):
+        for name in ("encoder.json", "vocab.bpe", TABLE_NAME):
+            if name == TABLE_NAME and not os.path.exists(os.path.join(source, name)):
+                continue  # a run trained without a draft table
             shutil.copy(os.path.join(source, name), building)
         with open(os.path.join(building, "hparams.json"), "w") as f:
             json.dump(target, f, indent=2)

@@ -17,10 +17,13 @@ TARGET = {"n_layer": 6, "n_embd": 512, "n_head": 8, "n_ctx": 1024, "n_vocab": 42
 
 def test_the_grown_model_gives_the_small_models_logits(tmp_path):
     checkpoint_dir, small, tokenizer = perturbed_copy(str(tmp_path / "small"))
+    table = os.path.join(small.run_dir, "drafts.npz")
+    np.savez(table, keys=np.arange(4))  # the run's draft table, by token ids: the same tokenizer
     grown_dir = tmp_path / "grown" / "run1"
     grow_model.grow(small.run_dir, str(grown_dir), TARGET)
     grown = open_checkpoint(str(tmp_path / "grown"), "run1")
     assert grown.hparams.as_dict() == TARGET
+    assert (grown_dir / "drafts.npz").read_bytes() == open(table, "rb").read()
 
     tokens = tokenizer.encode("Ash and Pikachu reach Viridian City, where Nurse Joy waits.")
     expected = reference_logits(small, tokens)
