@@ -55,7 +55,7 @@ def prefill_figures(engine, prefix_tokens: int) -> dict:
     first_token_alone = time.perf_counter() - started
     alone.result()
 
-    running = engine.submit(GenerationRequest(prefix="Misty", length=600, stop_at_end=False))
+    running = engine.submit(GenerationRequest(prefix="Misty", length=1000, stop_at_end=False))
     arrivals = []
     reader = threading.Thread(target=lambda: arrivals.extend(time.perf_counter() for _ in running.pieces()))
     reader.start()
@@ -69,17 +69,21 @@ def prefill_figures(engine, prefix_tokens: int) -> dict:
     next(iter(joining.pieces()))
     first_token_joined = time.perf_counter() - joined_at
     joining.result()
-    first_after = len(arrivals)
+    left_at, first_after = time.perf_counter(), len(arrivals)
     time.sleep(0.5)
     running.cancel()
     reader.join()
-    before = [b - a for a, b in zip(arrivals[:20], arrivals[1:21])]
-    during = [b - a for a, b in zip(arrivals, arrivals[1:])
-              if a >= submitted_at and a <= joined_at + first_token_joined]
-    step = statistics.median(before)
+    during = sorted(b - a for a, b in zip(arrivals, arrivals[1:])
+                    if a >= submitted_at and a <= joined_at + first_token_joined)
+    # The stream's own step once the prefix has gone, at the depth it had reached meanwhile
+    # (a step grows with the positions it attends to).
+    after = [b - a for a, b in zip(arrivals, arrivals[1:]) if a >= left_at][:50]
+    step = statistics.median(after)
     return {"prefix_tokens": engine.count_tokens(prefix), "first_token_alone": first_token_alone,
-            "first_token_joined": first_token_joined, "step": step, "max_gap": max(during, default=0.0),
-            "max_gap_steps": max(during, default=0.0) / step, "tokens_during": first_after - 30}
+            "first_token_joined": first_token_joined, "step": step, "max_gap": during[-1],
+            "max_gap_steps": during[-1] / step,
+            "p95_gap_steps": during[int(0.95 * (len(during) - 1))] / step,
+            "median_gap_steps": statistics.median(during) / step, "tokens_during": first_after - 30}
 
 
 def run_batch(engine, concurrency: int, length: int) -> tuple[float, list[float]]:
@@ -163,7 +167,9 @@ def main() -> None:
         print(f"prefill: {p['prefix_tokens']}-token prefix, first token {p['first_token_alone']:.2f} s "
               f"alone, {p['first_token_joined']:.2f} s joining a running stream; that stream's longest "
               f"pause meanwhile {p['max_gap'] * 1000:.0f} ms = {p['max_gap_steps']:.1f} of its usual "
-              f"steps ({p['step'] * 1000:.1f} ms), {p['tokens_during']} tokens written meanwhile",
+              f"steps ({p['step'] * 1000:.1f} ms, once the prefix has gone), {p['tokens_during']} "
+              f"tokens written meanwhile; its pauses were {p['median_gap_steps']:.1f} steps at the "
+              f"median, {p['p95_gap_steps']:.1f} at p95",
               flush=True)
         rates["prefill"] = p
     rates["acceptance"] = acceptance

@@ -127,19 +127,21 @@ def run_anchors(args) -> dict:
             errors[mode] = (done.stderr.strip().splitlines() or ["no output"])[-1]
             continue
         anchors[mode] = json.loads(done.stdout.strip().splitlines()[-1])
-    log("the engine in-process (benchmarks/engine_speed.py), one stream")
+    if errors:
+        anchors["errors"] = errors
+    return anchors
+
+
+def run_in_process(args) -> dict:
+    """The engine alone (benchmarks/engine_speed.py), one stream: what the stack costs."""
+    log("the engine in-process, one stream")
     done = subprocess.run([sys.executable, os.path.join(HERE, "engine_speed.py"),
                            "--checkpoint-dir", args.checkpoint_dir, "--run-name", RUN_NAME,
                            "--concurrency", "1", "--length", str(args.length), "--json"],
                           cwd=ROOT, capture_output=True, text=True)
-    if done.returncode == 0:
-        anchors["in-process"] = {"tokens_per_second":
-                                 json.loads(done.stdout.strip().splitlines()[-1])["1"]}
-    else:
-        errors["in-process"] = (done.stderr.strip().splitlines() or ["no output"])[-1]
-    if errors:
-        anchors["errors"] = errors
-    return anchors
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
+    return {"tokens_per_second": json.loads(done.stdout.strip().splitlines()[-1])["1"]}
 
 
 # ------------------------------------------------------------------ service
@@ -217,6 +219,11 @@ def run(args) -> dict:
     ensure_checkpoint(args.checkpoint_dir, args.preset)
     other_cpu = OtherCpu()
     anchors = run_anchors(args) if args.anchors else {}
+    in_process = run_in_process(args)
+    if "error" in in_process:
+        anchors.setdefault("errors", {})["in-process"] = in_process["error"]
+    else:
+        anchors["in-process"] = in_process
     other_cores = {"anchors": other_cpu.cores_since_mark()}
     stack = start_stack(args)
     try:

@@ -1,6 +1,8 @@
 """The int8 native decoder: close to gpt-2-simple's float32 logits, the AVX-512,
 AVX2 and generic builds bit for bit the same, seeded requests the same alone and
 batched, and clear errors for what it cannot do."""
+import os
+
 import numpy as np
 import pytest
 
@@ -44,6 +46,27 @@ def test_int8_logits_stay_close_to_float32(perturbed_model, cache_dtype):
     assert error < 0.02, error
     agreement = np.mean(ours.argmax(-1) == expected.argmax(-1))
     assert agreement >= 0.9, agreement
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.parametrize("cache_dtype", ["float32", "bfloat16"])
+def test_the_cache_pool_takes_memory_only_as_places_are_written(perturbed_model, cache_dtype):
+    _, checkpoint, tokenizer = perturbed_model
+    hp = checkpoint.hparams
+    places = 200_000
+    pool_bytes = hp.n_layer * 2 * places * hp.n_embd * (2 if cache_dtype == "bfloat16" else 4)
+    before = resident_bytes()
+    d = NativeDecoder(hp, pool_size=places, threads=2, cache_dtype=cache_dtype)
+    assert resident_bytes() - before < pool_bytes / 10, (resident_bytes() - before, pool_bytes)
+    d.load_weights(WeightReader(checkpoint))
+    tokens = tokenizer.encode(PROMPT)
+    logits = prompt_logits(d, tokens, base=places - len(tokens) - 16, all_logits=True)[0]
+    assert np.isfinite(logits).all()  # places at the far end of the pool are there when written
+    d.close()
 
 
 def test_weights_take_8_5_bits_each(perturbed_model):

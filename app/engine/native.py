@@ -111,9 +111,11 @@ class NativeDecoder:
         hp = hparams
         self._model = self.lib.pg_create(hp.n_layer, hp.n_embd, hp.n_head, hp.n_vocab, hp.n_ctx,
                                          pool_size, int(cache_dtype == "bfloat16"), threads)
-        if not self._model:
+        if not self._model and (hp.head_size % 8 or hp.head_size > 128):
             raise KernelUnavailable(f"the int8 decoder needs a head size that is a multiple of 8 "
                                     f"and at most 128, got {hp.head_size}")
+        if not self._model:
+            raise MemoryError(f"no memory for a key/value pool of {pool_size} places")
 
     def _set(self, layer: int, role: int, array: np.ndarray) -> None:
         array = np.ascontiguousarray(array, np.float32)

@@ -16,7 +16,9 @@
 // number of threads.
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include <omp.h>
@@ -318,6 +320,20 @@ void matmul(const QMatrix& w, const QRows& x, const float* bias, float* y, int t
 }
 
 // ------------------------------------------------------------------ the model
+// The key/value pool. calloc takes fresh zero pages from the system, which cost memory
+// only once written (std::vector would write every byte), and only places that
+// requests write are ever read: a pool sized for many requests grows as they come.
+template <typename T>
+struct Pool {
+  std::unique_ptr<T, decltype(&std::free)> data{nullptr, &std::free};
+  bool allocate(size_t n) {
+    data.reset(static_cast<T*>(std::calloc(n, sizeof(T))));
+    return data != nullptr;
+  }
+  T& operator[](size_t i) { return data.get()[i]; }
+  const T& operator[](size_t i) const { return data.get()[i]; }
+};
+
 struct Layer {
   std::vector<float> ln1_g, ln1_b, ln2_g, ln2_b, attn_b, proj_b, fc_b, out_b;
   QMatrix attn, proj, fc, out;
@@ -329,8 +345,8 @@ struct Model {
   std::vector<Layer> layers;
   QMatrix wte;                 // [n_embd, n_vocab]: the logits; rows of it are the embeddings
   std::vector<float> wpe, lnf_g, lnf_b;
-  std::vector<float> cache;    // float32 pool: [layer][k|v][place][n_embd]
-  std::vector<uint16_t> cache16;
+  Pool<float> cache;           // float32 pool: [layer][k|v][place][n_embd]
+  Pool<uint16_t> cache16;
   // Scratch reused between steps.
   std::vector<float> h, x, big, attended, scores;
   QRows q;
@@ -463,12 +479,11 @@ void* pg_create(int n_layer, int n_embd, int n_head, int n_vocab, int n_ctx, int
   m->threads = threads;
   m->bf16_cache = bf16_cache != 0;
   m->layers.resize(n_layer);
-  // Untouched pages cost no memory: only places requests write are ever read.
   size_t places = size_t(n_layer) * 2 * pool * n_embd;
-  if (m->bf16_cache)
-    m->cache16.resize(places);
-  else
-    m->cache.resize(places);
+  if (!(m->bf16_cache ? m->cache16.allocate(places) : m->cache.allocate(places))) {
+    delete m;
+    return nullptr;
+  }
   return m;
 }
 
