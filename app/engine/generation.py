@@ -45,16 +45,32 @@ class Generation:
         deadline = time.monotonic() + timeout
         while not self._drained:
             try:
-                kind, index, text = self._events.get(
-                    timeout=max(0.0, deadline - time.monotonic()))
+                event = self._events.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 raise TimeoutError("generation still running") from None
-            if kind == _PIECE:
-                yield index, text
-            else:
-                self._drained = True
+            for kind, index, text in self._with_what_is_waiting(event):
+                if kind == _PIECE:
+                    yield index, text
+                else:
+                    self._drained = True
         if self._error is not None:
             raise self._error
+
+    def _with_what_is_waiting(self, event):
+        """The event and those queued behind it, consecutive pieces of one episode joined:
+        a reader that fell behind catches up in one write instead of one per token."""
+        events = [event]
+        while events[-1][0] == _PIECE:
+            try:
+                following = self._events.get_nowait()
+            except queue.Empty:
+                break
+            kind, index, text = following
+            if kind == _PIECE and index == events[-1][1]:
+                events[-1] = (_PIECE, index, events[-1][2] + text)
+            else:
+                events.append(following)
+        return events
 
     def pieces(self, timeout: float = DEFAULT_WAIT_SECONDS) -> Iterator[str]:
         """The text of a single episode (n=1) as it is generated, as indexed_pieces."""
