@@ -7,7 +7,7 @@ test knows the loop is held rather than guessing how long a turn takes.
 
 POKEGEN_FAULT_TURN_DELAY is seconds every turn waits, as on a slow machine:
 a test that must watch a long generation while it runs then does not race
-however fast this CPU decodes (a tiny model writes 1000 tokens in 0.2 s).
+however fast this CPU decodes a tiny model.
 """
 from __future__ import annotations
 
