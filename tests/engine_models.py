@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from unittest import mock
 
 import numpy as np
 
+from live_generation import SLOW_TURNS
 from pokegen.service_stack import tiny_checkpoint_dir
 
 
@@ -23,13 +25,16 @@ def copy_tiny_run(checkpoint_dir: str, run_name: str = "run1") -> str:
     return run_dir
 
 
-def started_engine(checkpoint_dir: str, **options):
-    """An engine on checkpoint_dir/run1 (Engine's keyword options), loaded and ready."""
+def started_engine(checkpoint_dir: str, slow_turns: bool = False, **options):
+    """An engine on checkpoint_dir/run1 (Engine's keyword options), loaded and ready; with
+    slow_turns, each decoding turn waits as SLOW_TURNS makes a stack's do, so that a long
+    generation is still running when a test looks at it."""
     from app.engine import Engine
 
     engine = Engine(checkpoint_dir, "run1", **options)
-    engine.start()
-    assert engine.wait_ready(120), engine.error
+    with mock.patch.dict(os.environ, {k: str(v) for k, v in SLOW_TURNS.items()} if slow_turns else {}):
+        engine.start()
+        assert engine.wait_ready(120), engine.error
     return engine
 
 

@@ -6,7 +6,6 @@ import time
 import pytest
 
 from app.engine import Busy, GenerationRequest
-from app.engine.faults import TURN_DELAY_SETTING
 from engine_models import started_engine
 from pokegen.service_stack import wait_for
 
@@ -14,16 +13,10 @@ LONG = dict(length=1000, stop_at_end=False)  # long enough to still run while we
 
 
 @pytest.fixture
-def slow_turns(monkeypatch):
-    """Each decoding turn waits 3 ms (app/engine/faults.py), so that LONG still runs while a
-    test looks, however fast this CPU writes the tiny model's tokens."""
-    monkeypatch.setenv(TURN_DELAY_SETTING, "0.003")
-
-
-@pytest.fixture
-def single(tiny_checkpoint, slow_turns):
+def single(tiny_checkpoint):
     """One slot and one waiting place, for the cap and queue rules."""
-    engine = started_engine(tiny_checkpoint, max_batch=1, max_queue=1, queue_timeout=30)
+    engine = started_engine(tiny_checkpoint, slow_turns=True, max_batch=1, max_queue=1,
+                            queue_timeout=30)
     yield engine
     engine.close(grace=0)
 
@@ -130,8 +123,9 @@ def test_cap_queue_and_busy_at_once(single):
     assert waiting.result(timeout=30).tokens >= 1
 
 
-def test_queued_request_gets_busy_when_its_wait_runs_out(tiny_checkpoint, slow_turns):
-    engine = started_engine(tiny_checkpoint, max_batch=1, max_queue=2, queue_timeout=0.3)
+def test_queued_request_gets_busy_when_its_wait_runs_out(tiny_checkpoint):
+    engine = started_engine(tiny_checkpoint, slow_turns=True, max_batch=1, max_queue=2,
+                            queue_timeout=0.3)
     try:
         running = engine.submit(GenerationRequest(**LONG))
         waiting = engine.submit(GenerationRequest(length=3))
@@ -185,8 +179,8 @@ def test_many_threads_submit_at_once(engine):
     assert all(o == "busy" or 1 <= o <= 6 for o in outcomes)
 
 
-def test_close_refuses_new_requests_and_ends_running_ones(tiny_checkpoint, slow_turns):
-    engine = started_engine(tiny_checkpoint, max_batch=1, max_queue=1)
+def test_close_refuses_new_requests_and_ends_running_ones(tiny_checkpoint):
+    engine = started_engine(tiny_checkpoint, slow_turns=True, max_batch=1, max_queue=1)
     running = engine.submit(GenerationRequest(**LONG))
     waiting = engine.submit(GenerationRequest(length=3))
     next(iter(running.pieces()))

@@ -22,7 +22,7 @@ LONG = dict(length=1000, stop_at_end=False, truncate=False)
 @pytest.fixture
 def full_engine(tiny_checkpoint):
     """One slot, no waiting place, and a long generation holding the slot."""
-    engine = started_engine(tiny_checkpoint, max_batch=1, max_queue=0)
+    engine = started_engine(tiny_checkpoint, slow_turns=True, max_batch=1, max_queue=0)
     holder = engine.submit(GenerationRequest(prefix="Ash", seed=1, **LONG))
     next(iter(holder.pieces(timeout=60)))
     yield engine
@@ -72,7 +72,8 @@ def test_the_http_layer_answers_busy_before_tokenizing(full_engine):
 
 
 def test_each_client_holds_at_most_its_share(tiny_checkpoint):
-    engine = started_engine(tiny_checkpoint, max_batch=3, max_queue=4, max_per_client=2)
+    engine = started_engine(tiny_checkpoint, slow_turns=True,
+                            max_batch=3, max_queue=4, max_per_client=2)
     try:
         a1 = engine.submit(GenerationRequest(prefix="Ash", **LONG), client="a")
         a2 = engine.submit(GenerationRequest(prefix="Ash", **LONG), client="a")
@@ -94,7 +95,8 @@ def test_each_client_holds_at_most_its_share(tiny_checkpoint):
 
 
 def test_a_refused_submit_gives_the_clients_place_back(tiny_checkpoint):
-    engine = started_engine(tiny_checkpoint, max_batch=1, max_queue=0, max_per_client=5)
+    engine = started_engine(tiny_checkpoint, slow_turns=True,
+                            max_batch=1, max_queue=0, max_per_client=5)
     try:
         holder = engine.submit(GenerationRequest(prefix="Ash", **LONG), client="a")
         for _ in range(10):
@@ -109,7 +111,8 @@ def test_a_refused_submit_gives_the_clients_place_back(tiny_checkpoint):
 
 
 def test_over_its_share_is_429_full_for_everyone_is_503(tiny_checkpoint):
-    engine = started_engine(tiny_checkpoint, max_batch=1, max_queue=1, max_per_client=1)
+    engine = started_engine(tiny_checkpoint, slow_turns=True,
+                            max_batch=1, max_queue=1, max_per_client=1)
     client = create_app(Config(client_generation_limit=1), engine=engine).test_client()
     try:
         holder = engine.submit(GenerationRequest(prefix="Ash", **LONG), client="127.0.0.1")
@@ -127,7 +130,7 @@ def test_over_its_share_is_429_full_for_everyone_is_503(tiny_checkpoint):
 def test_a_frozen_loop_with_work_pending_is_stalled(tiny_checkpoint, tmp_path, monkeypatch):
     freeze = tmp_path / "freeze"
     monkeypatch.setenv(faults.FREEZE_FILE_SETTING, str(freeze))
-    engine = started_engine(tiny_checkpoint, max_batch=1, max_queue=1)
+    engine = started_engine(tiny_checkpoint, slow_turns=True, max_batch=1, max_queue=1)
     app = create_app(Config(stall_timeout=1.0), engine=engine)
     client = app.test_client()
     try:

@@ -17,7 +17,8 @@ LONG = dict(length=1000, stop_at_end=False, truncate=False)
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint):
-    engine = started_engine(tiny_checkpoint, max_batch=3, max_queue=4, max_per_client=4)
+    engine = started_engine(tiny_checkpoint, slow_turns=True, max_batch=3, max_queue=4,
+                            max_per_client=4)
     yield engine
     engine.close()
 

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from live_generation import SLOW_TURNS
 from pokegen.service_stack import ServiceStack, short_temp_dir, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -37,8 +38,10 @@ DEADLINE = 60.0  # no request may wait longer for its answer
 def stack(start_stack):
     # Several clients share 127.0.0.1 here: the per-client limits (tested on their own,
     # test_nginx_fairness.py and test_abuse_e2e.py) are opened up.
+    # Slow turns: the generations a test signals or kills in the middle must still be running.
     return start_stack(GENERATION_CONCURRENCY=3, QUEUE_SIZE=16, RATE_LIMIT=1000,
-                       RATE_BURST=2000, CONNECTION_LIMIT=1000, CLIENT_GENERATION_LIMIT=1000)
+                       RATE_BURST=2000, CONNECTION_LIMIT=1000, CLIENT_GENERATION_LIMIT=1000,
+                       **SLOW_TURNS)
 
 
 class Answer:
