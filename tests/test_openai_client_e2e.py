@@ -10,6 +10,7 @@ import openai
 import pytest
 import requests
 
+from live_generation import SLOW_TURNS
 from pokegen.service_stack import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -22,7 +23,8 @@ GREEDY = {"prefix": PROMPT, "temperature": "0", "top_k": "0", "truncate": "0",
 
 @pytest.fixture(scope="module")
 def stack(start_stack):
-    return start_stack(GENERATION_CONCURRENCY=2)
+    # Slow turns: a stream read as it is written comes in many chunks, however fast the CPU.
+    return start_stack(GENERATION_CONCURRENCY=2, **SLOW_TURNS)
 
 
 @pytest.fixture(scope="module")
