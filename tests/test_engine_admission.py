@@ -89,7 +89,7 @@ def test_each_client_holds_at_most_its_share(tiny_checkpoint):
         a3 = engine.submit(GenerationRequest(prefix="Ash", length=2), client="a")
         a2.cancel()
         assert a3.result(timeout=60).tokens == 2
-        assert engine._per_client == {}
+        assert engine.line.per_client() == {}
     finally:
         engine.close(grace=0)
 
@@ -102,10 +102,10 @@ def test_a_refused_submit_gives_the_clients_place_back(tiny_checkpoint):
         for _ in range(10):
             with pytest.raises(Busy):
                 engine.submit(GenerationRequest(prefix="Ash", length=2), client="b")
-        assert engine._per_client == {"a": 1}
+        assert engine.line.per_client() == {"a": 1}
         holder.cancel()
         holder.result(timeout=60)
-        assert engine._per_client == {}
+        assert engine.line.per_client() == {}
     finally:
         engine.close(grace=0)
 

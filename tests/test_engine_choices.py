@@ -85,7 +85,7 @@ def test_a_request_holds_n_slots_and_its_client_n_places(engine):
         holder.cancel()
     assert [c.finish_reason for c in holder.result(timeout=60).choices] == ["cancelled"] * 3
     assert waiting.result(timeout=60).tokens == 2
-    assert engine.stats()["in_flight"] == 0 and engine._per_client == {}
+    assert engine.stats()["in_flight"] == 0 and engine.line.per_client() == {}
 
 
 def test_more_choices_than_can_ever_run_at_once_are_refused(engine):

@@ -8,7 +8,7 @@ import pytest
 
 import train
 from app.engine import Engine
-from app.engine.admission import GenerationQueue
+from app.engine.admission import RequestLine
 from app.engine.cache_pool import CachePool
 from app.engine.generation import Generation
 from app.engine.scheduler import Scheduler
@@ -72,11 +72,11 @@ def tokenizer(tiny_checkpoint):
 def run_to_the_end(tokenizer, written, request):
     prompt = tokenizer.encode(request.prefix)
     script = tokenizer.encode(written)
-    queue = GenerationQueue(1, 0)
-    scheduler = Scheduler(ScriptedRunner(script, 4096), CachePool(4096), tokenizer, queue,
+    line = RequestLine(1, 0)
+    scheduler = Scheduler(ScriptedRunner(script, 4096), CachePool(4096), tokenizer, line,
                           "scripted")
     generation = Generation(request, prompt, 30)
-    queue.submit(generation, 1)
+    line.submit(generation, None, 1)
     while not generation.done:
         scheduler._turn()
     return list(generation.pieces()), generation.result(), len(script)

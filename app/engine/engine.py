@@ -16,7 +16,7 @@ import time
 from pokegen.model_card import model_name
 
 from . import faults
-from .admission import GenerationQueue
+from .admission import RequestLine
 from .cache_pool import CachePool, pages_for
 from .checkpoint import Checkpoint, WeightReader, first_line, open_checkpoint
 from .generation import Generation
@@ -26,7 +26,7 @@ from .packed_weights import KernelUnavailable
 from .runner import StepRunner
 from .scheduler import Scheduler, SchedulerSettings
 from .text import Tokenizer
-from .types import (Busy, ClientBusy, ContextTooLong, GenerationRequest, ModelLoadError,
+from .types import (Busy, ContextTooLong, GenerationRequest, ModelLoadError,
                     ModelUnavailable, TooManyChoices)
 
 log = logging.getLogger("pokegen.engine")
@@ -74,7 +74,6 @@ class Engine:
         self.scheduling = scheduling or SchedulerSettings()
         self.max_per_client = max_per_client
         self.loading_retry_after = loading_retry_after
-        self._per_client: dict[str, int] = {}  # client -> generations running or waiting
         self.state = LOADING
         self.error: str | None = None
         self.model_name = run_name
@@ -82,7 +81,7 @@ class Engine:
         self._tokenizer: Tokenizer | None = None
         self._graph: DecoderGraph | None = None
         self._scheduler: Scheduler | None = None
-        self._queue = GenerationQueue(max_batch, max_queue)
+        self.line = RequestLine(max_batch, max_queue, max_per_client)
         self._settled = threading.Event()  # ready or failed
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -105,7 +104,7 @@ class Engine:
         """Refuses new and waiting requests, lets running ones finish for up to
         `grace` seconds (then ends them with the text they have), stops the thread."""
         self._closing = True
-        for generation in self._queue.close("the service is shutting down"):
+        for generation in self.line.close("the service is shutting down"):
             generation.fail(Busy("the service is shutting down", retry_after=self._retry_after()))
         scheduler = self._scheduler
         if scheduler is not None:
@@ -136,7 +135,7 @@ class Engine:
     def _fail(self, message: str) -> None:
         self.error = message
         self.state = FAILED
-        self._queue.close(f"the model failed to load: {message}")
+        self.line.close(f"the model failed to load: {message}")
         self._settled.set()
         log.error("model failed to load: %s", message)
 
@@ -159,7 +158,7 @@ class Engine:
         self._tokenizer, self._graph = tokenizer, graph
         from .corpus_drafts import CorpusDrafts  # here: `python -m app.engine.corpus_drafts` runs alone
         _return_freed_memory()
-        self._scheduler = Scheduler(StepRunner(graph), pool, tokenizer, self._queue, self.model_name,
+        self._scheduler = Scheduler(StepRunner(graph), pool, tokenizer, self.line, self.model_name,
                                     settings=self.scheduling, on_finish=self._note_finished,
                                     retry_after=self._retry_after,
                                     corpus_drafts=CorpusDrafts.load(checkpoint.run_dir))
@@ -208,12 +207,7 @@ class Engine:
             raise TooManyChoices(f"n is {request.n}: {request.n} episodes of {request.length} "
                                  f"tokens do not fit the cache of {self.cache_tokens} positions")
         generation = Generation(request, prompt, self.queue_timeout)
-        self._hold_client_place(client, generation)
-        try:
-            self._queue.submit(generation, self._retry_after())
-        except BaseException as refused:
-            generation.fail(refused)  # never queued: gives back its client's place
-            raise
+        self.line.submit(generation, client, self._retry_after())
         return generation
 
     def _check_choices(self, n: int) -> None:
@@ -233,35 +227,7 @@ class Engine:
             raise Busy("the model is still loading", retry_after=self.loading_retry_after)
         if self.state == FAILED:
             raise ModelUnavailable(f"the model failed to load: {self.error}")
-        self._check_client(client, slots)
-        if not self._queue.has_room():
-            raise Busy(self._queue.full_reason(), self._retry_after())
-
-    def _check_client(self, client: str | None, slots: int = 1) -> None:
-        if client is None or self.max_per_client is None:
-            return
-        held = self._per_client.get(client, 0)
-        if held + slots > self.max_per_client:
-            raise ClientBusy(f"this client already has {held} generations running or waiting; "
-                             f"at most {self.max_per_client} at once", self._retry_after())
-
-    def _hold_client_place(self, client: str | None, generation: Generation) -> None:
-        """Counts the generation against its client until it ends."""
-        if client is None or self.max_per_client is None:
-            return
-        slots = generation.slots
-        with self._lock:
-            self._check_client(client, slots)
-            self._per_client[client] = self._per_client.get(client, 0) + slots
-
-        def release():
-            with self._lock:
-                left = self._per_client.get(client, slots) - slots
-                if left > 0:
-                    self._per_client[client] = left
-                else:
-                    self._per_client.pop(client, None)
-        generation.on_done(release)
+        self.line.check(client, slots, self._retry_after())
 
     def encode(self, text: str) -> list[int]:
         """The prompt submit() feeds for this prefix."""
@@ -279,7 +245,7 @@ class Engine:
         scheduler = self._scheduler
         if self.state != READY or scheduler is None or self._closing:
             return 0.0
-        if not (self._queue.in_flight or self._queue.queued):
+        if not (self.line.in_flight or self.line.queued):
             return 0.0
         return max(0.0, time.monotonic() - scheduler.heartbeat)
 
@@ -296,7 +262,7 @@ class Engine:
 
     def _retry_after(self) -> int:
         """Whole seconds until a slot is likely free for one more request."""
-        rounds = (self._queue.queued + 1) / self.max_batch
+        rounds = (self.line.queued + 1) / self.max_batch
         return int(min(300, max(1, math.ceil(self._mean_seconds * rounds))))
 
     # ---------------------------------------------------------- inspection
@@ -327,8 +293,8 @@ class Engine:
         scheduler = self._scheduler
         return {
             "state": self.state,
-            "in_flight": self._queue.in_flight,
-            "queued": self._queue.queued,
+            "in_flight": self.line.in_flight,
+            "queued": self.line.queued,
             "max_batch": self.max_batch,
             "max_queue": self.max_queue,
             "finished": self._finished,

@@ -1,7 +1,8 @@
 """Deciding what each decoding step runs, and taking its results.
 
-The scheduler owns every request from the moment it holds a slot to its
-answer. Each step it plans (`schedule()`): one row for each decoding
+The request line (admission.py) owns every request's place and slots; the
+scheduler starts the admitted ones when the cache has room, decodes them as
+sequences, and tells the line when each sequence ends. Each step it plans (`schedule()`): one row for each decoding
 sequence, plus the draft tokens it guesses for those that speculate, plus a
 chunk of the prompts still being read, within a budget of prompt tokens so
 that a long prefix never stalls the running streams for long. The runner
@@ -25,7 +26,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -33,7 +33,7 @@ import numpy as np
 
 from pokegen.gpt2_format import END_OF_TEXT
 
-from .admission import GenerationQueue
+from .admission import RequestLine
 from .cache_pool import CachePool, pages_for
 from .drafts import PromptLookup
 from .generation import Generation
@@ -97,12 +97,12 @@ class Sequence:
 
 class Scheduler:
     def __init__(self, runner: StepRunner, pool: CachePool, tokenizer: Tokenizer,
-                 queue: GenerationQueue,
+                 line: RequestLine,
                  model_name: str, settings: SchedulerSettings | None = None,
                  on_finish=None, retry_after=None, corpus_drafts: CorpusDrafts | None = None):
         self.runner = runner
         self.tokenizer = tokenizer
-        self.queue = queue
+        self.line = line
         self.model_name = model_name
         self.settings = replace(settings or SchedulerSettings())  # a copy: adjusted below
         if not runner.ragged:
@@ -114,7 +114,6 @@ class Scheduler:
         self.retry_after = retry_after or (lambda: 1)
         self.pool = pool
         self.prefill_budget = PrefillBudget(self.settings.prefill_chunk)
-        self.starting: deque[Generation] = deque()  # have a slot, wait for pool room
         self.running: list[Sequence] = []
         self.stopping = False
         self.stop_deadline = float("inf")
@@ -140,23 +139,20 @@ class Scheduler:
         """One turn of the loop; True when the loop should end."""
         self.heartbeat = time.monotonic()
         self.before_turn()
-        self._drop_stale_waiting()
-        self.starting.extend(self.queue.take_ready())
+        self._end_stale()
         if self.stopping and time.monotonic() >= self.stop_deadline:
             for seq in list(self.running):
                 self._finish(seq, "shutdown")
-            while self.starting:
-                generation = self.starting.popleft()
-                self.queue.release(generation.slots)
+            for generation in self.line.take_all():
                 generation.fail(Busy("the service is shutting down",
                                      retry_after=self.retry_after()))
         self._start_what_fits()
         for seq in [s for s in self.running if s.generation.cancelled]:
             self._finish(seq, "cancelled")
         if not self.running:
-            if self.stopping and not self.queue.in_flight and not self.starting:
+            if self.stopping and not self.line.in_flight:
                 return True
-            self.queue.wait_for_work(self._idle_timeout())
+            self.line.wait_for_work(self._idle_timeout())
             return False
         plan = self.schedule()
         started = time.perf_counter()
@@ -176,13 +172,14 @@ class Scheduler:
         self.stopping = True
 
     def _idle_timeout(self) -> float:
-        deadline = self.queue.next_deadline()
+        deadline = self.line.next_deadline()
         if deadline is None:
             return 0.5
         return min(0.5, max(0.0, deadline - time.monotonic()))
 
-    def _drop_stale_waiting(self) -> None:
-        expired, cancelled = self.queue.remove_stale()
+    def _end_stale(self) -> None:
+        """Answers the requests that left the line unstarted: cancelled, or waited too long."""
+        expired, cancelled = self.line.take_stale()
         for generation in expired:
             waited = time.monotonic() - generation.submitted_at
             generation.fail(Busy(f"waited {waited:.0f} s for a generation slot",
@@ -192,19 +189,13 @@ class Scheduler:
 
     # ------------------------------------------------------------ admission
     def _start_what_fits(self) -> None:
-        """Starts waiting slot holders in order while the pool has room."""
-        while self.starting:
-            generation = self.starting[0]
-            if generation.cancelled:
-                self.starting.popleft()
-                generation.end_unstarted("cancelled", self.model_name)
-                self.queue.release(generation.slots)
-                continue
+        """Starts the admitted requests in order while the pool has room."""
+        while (generation := self.line.next_admitted()) is not None:
             reserved = self._reserve(len(generation.prompt), generation.request.length,
                                      generation.slots)
             if reserved is None:
                 return  # wait for running requests to give places back
-            self.starting.popleft()
+            self.line.started(generation)
             self._start(generation, reserved)
 
     def _reserve(self, prompt: int, limit: int, episodes: int):
@@ -342,7 +333,7 @@ class Scheduler:
     def _release(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.pool.release(seq.pages)
-        self.queue.release()
+        self.line.sequence_ended()
 
     def _fail_all(self, error: Exception) -> None:
         log.exception("generation step failed")
