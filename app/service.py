@@ -67,6 +67,8 @@ def _request_limits() -> dict:
         "max_length": validation.MAX_LENGTH,
         "max_temperature": validation.MAX_TEMPERATURE,
         "max_top_k": validation.MAX_TOP_K,
+        # Episodes per request: at most this, and no more than max_batch slots.
+        "max_n": validation.MAX_N,
     }
 
 

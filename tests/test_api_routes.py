@@ -122,7 +122,8 @@ def test_info_shows_model_card_limits_and_graph_size(client):
     info = client.get("/info").get_json()
     assert info["model"] == "double" and info["graph_ops"] == 1234
     limits = info["limits"]
-    assert (limits["max_batch"], limits["request_timeout"], limits["max_length"]) == (3, 300, 1023)
+    assert (limits["max_batch"], limits["request_timeout"], limits["max_length"],
+            limits["max_n"]) == (3, 300, 1023, 8)
 
 
 def test_metrics_count_requests_tokens_and_engine_gauges(client):
