@@ -16,8 +16,26 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def measure(checkpoint_dir: str, run_name: str, options: list[str],
+            env: dict | None = None) -> tuple[str, dict]:
+    """This script in a process of its own (the engine gets the machine to
+    itself): its printed report, and the figures of its --json line. Raises
+    RuntimeError with its last error line when it fails."""
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--checkpoint-dir",
+                           checkpoint_dir, "--run-name", run_name, *options, "--json"],
+                          cwd=os.path.dirname(HERE), capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise RuntimeError(f"engine_speed.py failed: {last}")
+    return done.stdout, json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def rss_mib() -> float:

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 from app.engine.native import cpu_flags, cpu_runs
+from benchmarks import engine_speed
 from benchmarks.peers import llama_cpp
 from benchmarks.service_speed import DEFAULT_CHECKPOINT_DIR, RUN_NAME, cpu_model, ensure_checkpoint, model_description
 
@@ -108,41 +109,22 @@ def measure_pokegen(checkpoint_dir: str, streams: list[int], length: int, rounds
                     drafts: bool = True, kernel: str = "") -> Row:
     """The engine in-process; with drafts=False, speculation off (the engine's own speed);
     with a kernel, that build of the int8 decoder forced (POKEGEN_KERNEL)."""
-    out = run_checked([sys.executable, os.path.join(HERE, "engine_speed.py"), "--checkpoint-dir",
-                       checkpoint_dir, "--run-name", RUN_NAME, "--concurrency", ",".join(map(str, streams)),
-                       "--length", str(length), "--rounds", str(rounds), "--threads", "2", "--json",
-                       *([] if drafts else ["--speculative-tokens", "0"])],
-                      "engine_speed.py failed", env={"POKEGEN_KERNEL": kernel} if kernel else None)
+    out, figures = engine_speed.measure(
+        checkpoint_dir, RUN_NAME, ["--concurrency", ",".join(map(str, streams)), "--length", str(length),
+                                   "--rounds", str(rounds), "--threads", "2",
+                                   *([] if drafts else ["--speculative-tokens", "0"])],
+        env={"POKEGEN_KERNEL": kernel} if kernel else None)
     weights = re.search(r"(\w+) weights", out)
+    rates = {k: float(v) for k, v in figures.items() if isinstance(v, (int, float))}
     row = Row("pokegen engine" + (f" ({kernel})" if kernel else "") + ("" if drafts else ", no drafts"),
               weights.group(1) if weights else "engine default",
-              "engine_speed.py" + ("" if drafts else " --speculative-tokens 0"), parse_engine_rates(out))
-    acceptance = parse_engine_acceptance(out)
+              "engine_speed.py" + ("" if drafts else " --speculative-tokens 0"), rates)
+    acceptance = figures.get("acceptance", {})
     if drafts and acceptance:
         row.setting += "; drafts kept: " + ", ".join(
             f"{n}: {share:.0%}" if share is not None else f"{n}: none made"
             for n, share in acceptance.items())
     return row
-
-
-def parse_engine_rates(out: str) -> dict[str, float]:
-    """engine_speed.py's --json line, or else its table (concurrency, tokens/s, ...)."""
-    for line in reversed(out.splitlines()):
-        if line.startswith("{"):
-            return {k: float(v) for k, v in json.loads(line).items() if isinstance(v, (int, float))}
-    rates = {}
-    for line in out.splitlines():
-        cells = line.split()
-        if len(cells) >= 2 and cells[0].isdigit() and re.fullmatch(r"[\d.]+", cells[1]):
-            rates[cells[0]] = float(cells[1])
-    return rates
-
-
-def parse_engine_acceptance(out: str) -> dict[str, float | None]:
-    for line in reversed(out.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line).get("acceptance", {})
-    return {}
 
 
 def measure_llama(models: dict[str, str], streams: list[int], length: int, rounds: int,

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 
+from benchmarks import engine_speed
 from benchmarks.speed_client import ServiceMemory, json_episode, run_round, stream_episode
 from benchmarks.speed_report import check_targets, format_report
 from pokegen.atomic_files import atomic_write_text
@@ -135,13 +136,12 @@ def run_anchors(args) -> dict:
 def run_in_process(args) -> dict:
     """The engine alone (benchmarks/engine_speed.py), one stream: what the stack costs."""
     log("the engine in-process, one stream")
-    done = subprocess.run([sys.executable, os.path.join(HERE, "engine_speed.py"),
-                           "--checkpoint-dir", args.checkpoint_dir, "--run-name", RUN_NAME,
-                           "--concurrency", "1", "--length", str(args.length), "--json"],
-                          cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
-    return {"tokens_per_second": json.loads(done.stdout.strip().splitlines()[-1])["1"]}
+    try:
+        _, figures = engine_speed.measure(args.checkpoint_dir, RUN_NAME,
+                                          ["--concurrency", "1", "--length", str(args.length)])
+    except RuntimeError as error:
+        return {"error": str(error)}
+    return {"tokens_per_second": figures["1"]}
 
 
 # ------------------------------------------------------------------ service
