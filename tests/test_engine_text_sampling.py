@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from app.engine.repetition import RepetitionControl
-from app.engine.sampling import TokenSampler
+from app.engine.sampling import TokenSampler, top_k_ids
 from app.engine.text import PieceDecoder, cut_to_last_sentence
 
 
@@ -30,6 +30,23 @@ def test_top_k_keeps_only_the_k_highest(logits):
     sampler = TokenSampler(temperature=1.0, top_k=5, top_p=1.0, seed=1, vocab_size=500)
     seen = set(draws(sampler, logits))
     assert seen <= top5 and len(seen) > 1
+
+
+def top_k_by_sorting(logits, k):
+    """The definition: highest first, ties by lowest id; the first k, by id."""
+    return np.sort(np.lexsort((np.arange(logits.size), -logits))[:k])
+
+
+@pytest.mark.parametrize("size", [50, 500, 50257])
+@pytest.mark.parametrize("k", [1, 2, 40, 391, 392, 1000])
+def test_top_k_ids_are_the_k_largest_with_ties_by_lowest_id(size, k):
+    rng = np.random.default_rng(size + k)
+    k = min(k, size - 1)
+    for rounded in (False, True):  # rounded: many ties, at the k-th among them
+        logits = rng.normal(size=size) * 3
+        logits = np.round(logits) if rounded else logits
+        logits[rng.integers(0, size, size // 10)] = -np.inf  # banned tokens
+        assert np.array_equal(top_k_ids(logits, k), top_k_by_sorting(logits, k))
 
 
 def test_top_p_keeps_the_smallest_head_reaching_the_mass(logits):

@@ -345,8 +345,10 @@ struct Model {
   std::vector<Layer> layers;
   QMatrix wte;                 // [n_embd, n_vocab]: the logits; rows of it are the embeddings
   std::vector<float> wpe, lnf_g, lnf_b;
-  Pool<float> cache;           // float32 pool: [layer][k|v][place][n_embd]
-  Pool<uint16_t> cache16;
+  // [layer][k|v][head][place][head size]: one head's keys of consecutive places are
+  // consecutive, so attention over a sequence's pages reads whole runs of memory.
+  Pool<float> cache;           // float32 pool
+  Pool<uint16_t> cache16;      // or bfloat16
   // Scratch reused between steps.
   std::vector<float> h, x, big, attended, scores;
   QRows q;
@@ -354,8 +356,8 @@ struct Model {
   bool profiling = false;
   double seconds[4] = {0, 0, 0, 0};
 
-  size_t slot(int layer, int kv, int place) const {
-    return ((size_t(layer) * 2 + kv) * pool + place) * n_embd;
+  size_t slot(int layer, int kv, int head, int place) const {
+    return (((size_t(layer) * 2 + kv) * n_head + head) * pool + place) * (n_embd / n_head);
   }
 };
 
@@ -395,11 +397,17 @@ inline F8 load_cached(const Model& m, size_t at) {
   return m.bf16_cache ? f8_bf16(&m.cache16[at]) : f8_load(&m.cache[at]);
 }
 
-void store_cached(Model& m, size_t at, const float* values, int n) {
-  if (m.bf16_cache)
-    for (int i = 0; i < n; i++) m.cache16[at + i] = to_bf16(values[i]);
-  else
-    std::memcpy(&m.cache[at], values, sizeof(float) * n);
+// One row's keys or values (n_embd of them, head after head) at a place.
+void store_cached(Model& m, int layer, int kv, int place, const float* values) {
+  const int size = m.n_embd / m.n_head;
+  for (int head = 0; head < m.n_head; head++) {
+    size_t at = m.slot(layer, kv, head, place);
+    const float* from = values + size_t(head) * size;
+    if (m.bf16_cache)
+      for (int i = 0; i < size; i++) m.cache16[at + i] = to_bf16(from[i]);
+    else
+      std::memcpy(&m.cache[at], from, sizeof(float) * size);
+  }
 }
 
 // Attention of one row and head over the places it may see (its own included).
@@ -416,7 +424,7 @@ void attend(const Model& m, int layer, int head, const float* query, const int32
   for (; l + 8 <= visible; l += 8) {
     F8 acc[8];
     for (int j = 0; j < 8; j++) {
-      size_t at = m.slot(layer, 0, places[l + j]) + offset;
+      size_t at = m.slot(layer, 0, head, places[l + j]);
       acc[j] = f8_zero();
       for (int d = 0; d < size; d += 8) acc[j] = f8_fma(qv[d / 8], load_cached(m, at + d), acc[j]);
     }
@@ -424,7 +432,7 @@ void attend(const Model& m, int layer, int head, const float* query, const int32
     for (int j = 0; j < 8; j++) best = std::max(best, scores[l + j]);
   }
   for (; l < visible; l++) {
-    size_t at = m.slot(layer, 0, places[l]) + offset;
+    size_t at = m.slot(layer, 0, head, places[l]);
     F8 acc = f8_zero();
     for (int d = 0; d < size; d += 8) acc = f8_fma(qv[d / 8], load_cached(m, at + d), acc);
     scores[l] = f8_sum(acc) * scale;
@@ -438,7 +446,7 @@ void attend(const Model& m, int layer, int head, const float* query, const int32
   F8 acc[16];
   for (int d = 0; d < size; d += 8) acc[d / 8] = f8_zero();
   for (int l = 0; l < visible; l++) {
-    size_t at = m.slot(layer, 1, places[l]) + offset;
+    size_t at = m.slot(layer, 1, head, places[l]);
     F8 p = f8_set(scores[l] / total);
     for (int d = 0; d < size; d += 8) acc[d / 8] = f8_fma(p, load_cached(m, at + d), acc[d / 8]);
   }
@@ -571,8 +579,8 @@ int pg_forward(void* model, int rows, const int32_t* tokens, const int32_t* posi
     matmul(l.attn, m.q, l.attn_b.data(), qkv, threads);
     clock.charge(LAYER_MATMULS);
     for (int i = 0; i < rows; i++) {
-      store_cached(m, m.slot(layer, 0, write_at[i]), qkv + size_t(i) * 3 * e + e, e);
-      store_cached(m, m.slot(layer, 1, write_at[i]), qkv + size_t(i) * 3 * e + 2 * e, e);
+      store_cached(m, layer, 0, write_at[i], qkv + size_t(i) * 3 * e + e);
+      store_cached(m, layer, 1, write_at[i], qkv + size_t(i) * 3 * e + 2 * e);
     }
     const int pairs = rows * heads;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && pairs > 1)
