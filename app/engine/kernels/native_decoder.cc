@@ -175,12 +175,20 @@ struct QRows {
   std::vector<float> scales;   // [rows][blocks]
 };
 
-void quantize_rows(QRows& q, const float* x, int rows, int k) {
+// fn(r) for each of `rows` rows, split between threads when there are several:
+// rows never depend on each other, so the result is the same either way.
+template <typename F>
+void for_rows(int rows, int threads, F fn) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && rows > 1)
+  for (int r = 0; r < rows; r++) fn(r);
+}
+
+void quantize_rows(QRows& q, const float* x, int rows, int k, int threads) {
   q.rows = rows;
   q.blocks = (k + kBlock - 1) / kBlock;
   q.values.assign(size_t(rows) * q.blocks * kBlock, 0);
   q.scales.assign(size_t(rows) * q.blocks, 0.f);
-  for (int r = 0; r < rows; r++) {
+  for_rows(rows, threads, [&](int r) {
     const float* row = x + size_t(r) * k;
     for (int b = 0; b < q.blocks; b++) {
       int end = std::min(k, (b + 1) * kBlock);
@@ -192,7 +200,7 @@ void quantize_rows(QRows& q, const float* x, int rows, int k) {
       int8_t* out = q.values.data() + size_t(r) * q.blocks * kBlock;
       for (int i = b * kBlock; i < end; i++) out[i] = int8_t(std::nearbyint(row[i] * inverse));
     }
-  }
+  });
 }
 
 inline float f16_value(const uint8_t* p) {
@@ -572,8 +580,10 @@ int pg_forward(void* model, int rows, const int32_t* tokens, const int32_t* posi
 
   for (int layer = 0; layer < m.n_layer; layer++) {
     Layer& l = m.layers[layer];
-    for (int i = 0; i < rows; i++) layer_norm(&m.h[size_t(i) * e], l.ln1_g, l.ln1_b, &m.x[size_t(i) * e], e);
-    quantize_rows(m.q, m.x.data(), rows, e);
+    for_rows(rows, threads, [&](int i) {
+      layer_norm(&m.h[size_t(i) * e], l.ln1_g, l.ln1_b, &m.x[size_t(i) * e], e);
+    });
+    quantize_rows(m.q, m.x.data(), rows, e, threads);
     clock.charge(OTHER);
     float* qkv = m.big.data();  // [rows, 3e]
     matmul(l.attn, m.q, l.attn_b.data(), qkv, threads);
@@ -591,20 +601,24 @@ int pg_forward(void* model, int rows, const int32_t* tokens, const int32_t* posi
              scores, &m.attended[size_t(i) * e]);
     }
     clock.charge(ATTENTION);
-    quantize_rows(m.q, m.attended.data(), rows, e);
+    quantize_rows(m.q, m.attended.data(), rows, e, threads);
     clock.charge(OTHER);
     matmul(l.proj, m.q, l.proj_b.data(), m.x.data(), threads);
     clock.charge(LAYER_MATMULS);
     for (size_t i = 0; i < size_t(rows) * e; i++) m.h[i] += m.x[i];
 
-    for (int i = 0; i < rows; i++) layer_norm(&m.h[size_t(i) * e], l.ln2_g, l.ln2_b, &m.x[size_t(i) * e], e);
-    quantize_rows(m.q, m.x.data(), rows, e);
+    for_rows(rows, threads, [&](int i) {
+      layer_norm(&m.h[size_t(i) * e], l.ln2_g, l.ln2_b, &m.x[size_t(i) * e], e);
+    });
+    quantize_rows(m.q, m.x.data(), rows, e, threads);
     clock.charge(OTHER);
     float* hidden = m.big.data();  // [rows, 4e]
     matmul(l.fc, m.q, l.fc_b.data(), hidden, threads);
     clock.charge(LAYER_MATMULS);
-    for (size_t i = 0; i < size_t(rows) * 4 * e; i++) hidden[i] = gelu(hidden[i]);
-    quantize_rows(m.q, hidden, rows, 4 * e);
+    for_rows(rows, threads, [&](int r) {
+      for (size_t i = size_t(r) * 4 * e; i < size_t(r + 1) * 4 * e; i++) hidden[i] = gelu(hidden[i]);
+    });
+    quantize_rows(m.q, hidden, rows, 4 * e, threads);
     clock.charge(OTHER);
     matmul(l.out, m.q, l.out_b.data(), m.x.data(), threads);
     clock.charge(LAYER_MATMULS);
@@ -616,7 +630,7 @@ int pg_forward(void* model, int rows, const int32_t* tokens, const int32_t* posi
     layer_norm(&m.h[size_t(output_rows[o]) * e], m.lnf_g, m.lnf_b, &m.x[size_t(o) * e], e);
   clock.charge(OTHER);
   if (outputs == 0) return 0;  // a prompt chunk that is not its prompt's end
-  quantize_rows(m.q, m.x.data(), outputs, e);
+  quantize_rows(m.q, m.x.data(), outputs, e, threads);
   matmul(m.wte, m.q, nullptr, logits, threads);
   clock.charge(VOCABULARY);
   return 0;
