@@ -20,20 +20,22 @@ from app.engine.native import PROFILE_PARTS as PARTS  # the decoder's own clocks
 
 def build_graph(checkpoint_dir: str, run_name: str, max_batch: int, threads: int | None,
                 weight_dtype: str):
-    """The engine's decoder graph with the checkpoint's weights, as Engine loads it."""
+    """The engine's decoder graph with the checkpoint's weights, as Engine loads it,
+    with a pool of a whole context for each row."""
     from app.engine.cache_pool import PAGE
     from app.engine.checkpoint import WeightReader, open_checkpoint
     from app.engine.engine import default_threads
     from app.engine.graph import DecoderGraph
 
     checkpoint = open_checkpoint(checkpoint_dir, run_name)
+    pool_size = PAGE + max_batch * (checkpoint.hparams.n_ctx + PAGE)
     if weight_dtype == "int8":
         from app.engine.native import NativeDecoder
-        graph = NativeDecoder(checkpoint.hparams, pool_size=checkpoint.hparams.n_ctx + 2 * PAGE,
+        graph = NativeDecoder(checkpoint.hparams, pool_size=pool_size,
                               threads=threads or default_threads(), max_batch=max_batch)
         graph.load_weights(WeightReader(checkpoint))
         return graph
-    graph = DecoderGraph(checkpoint.hparams, pool_size=checkpoint.hparams.n_ctx + 2 * PAGE,
+    graph = DecoderGraph(checkpoint.hparams, pool_size=pool_size,
                          threads=threads or default_threads(), max_batch=max_batch,
                          weight_dtype=weight_dtype)
     graph.load_weights(WeightReader(checkpoint))
@@ -41,18 +43,20 @@ def build_graph(checkpoint_dir: str, run_name: str, max_batch: int, threads: int
 
 
 def step_inputs(graph, batch: int, context: int):
-    """A decoding step of `batch` rows at position `context`, all reading one
-    prompt written at places PAGE.. (the pool starts unwritten)."""
+    """A decoding step of `batch` rows at position `context`, each row a sequence
+    of its own whose prompt fills its own places, as in the engine (rows reading
+    the same places would find each other's keys and values in cache)."""
     import numpy as np
     from app.engine.cache_pool import PAGE
 
-    places = np.arange(PAGE, PAGE + context + PAGE, dtype=np.int32)
-    graph.forward(np.zeros((1, context), np.int32), np.arange(context, dtype=np.int32)[None],
-                  places[None, :context], places[None, :context])
-    kv_len = -(-(context + 1) // PAGE) * PAGE
+    span = -(-(context + 1) // PAGE) * PAGE
+    places = (PAGE + np.arange(batch, dtype=np.int32)[:, None] * span
+              + np.arange(span, dtype=np.int32)[None, :])
+    graph.forward(np.zeros((batch, context), np.int32),
+                  np.tile(np.arange(context, dtype=np.int32), (batch, 1)),
+                  places[:, :context], places[:, :context])
     return (np.zeros((batch, 1), np.int32), np.full((batch, 1), context, np.int32),
-            np.full((batch, 1), places[context], np.int32),
-            np.tile(places[:kv_len], (batch, 1)))
+            places[:, context:context + 1], places)
 
 
 def classify(node_name: str, op_type: str, logits_op: str) -> str:
