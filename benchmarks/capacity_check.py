@@ -46,7 +46,8 @@ def start_stack(checkpoint_dir: str):
                     GENERATION_CONCURRENCY=SETTINGS.slots, QUEUE_SIZE=SETTINGS.queue,
                     QUEUE_TIMEOUT=SETTINGS.queue_timeout,
                     # One client address stands for every user here.
-                    RATE_LIMIT=1000, RATE_BURST=2000)
+                    RATE_LIMIT=1000, RATE_BURST=2000, CONNECTION_LIMIT=1000,
+                    CLIENT_GENERATION_LIMIT=1000)
     log("starting the stack (scripts/serve.sh): " + " ".join(f"{k}={v}" for k, v in settings.items()))
     return ServiceStack(**settings).start(timeout=600)
 
