@@ -2,12 +2,13 @@
 
 The request line (admission.py) owns every request's place and slots; the
 scheduler starts the admitted ones when the cache has room, decodes them as
-sequences, and tells the line when each sequence ends. Each step it plans (`schedule()`): one row for each decoding
-sequence, plus the draft tokens it guesses for those that speculate, plus a
-chunk of the prompts still being read, within a budget of prompt tokens so
-that a long prefix never stalls the running streams for long. The runner
-executes the plan in one pass over the weights; `update()` then samples, checks
-the drafts, streams pieces and ends the sequences that are done.
+sequences, and tells the line when each sequence ends. Each step it plans
+(`schedule()`): one row for each decoding sequence, plus the draft tokens it
+guesses for those that speculate, plus a chunk of the prompts still being read,
+within a budget of prompt tokens so that a long prefix never stalls the running
+streams for long. The runner executes the plan in one pass over the weights;
+`update()` then samples, checks the drafts, streams pieces and ends the
+sequences that are done.
 
 Speculation never changes an answer: a sequence samples each position from the
 target model's own logits with its own generator, exactly as without drafts,
