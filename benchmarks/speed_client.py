@@ -79,7 +79,10 @@ def stream_episode(url: str, length: int, seed: int, timeout: float = 600.0) -> 
             if answer.status_code != 200:
                 return Episode(time.perf_counter() - started, error=_reason(answer))
             event = None
-            for line in answer.iter_lines(decode_unicode=True):
+            # Lines end only at CR or LF in an event stream: bytes' splitting, not str's,
+            # which also splits at characters such as U+2028 inside an episode's text.
+            for raw in answer.iter_lines():
+                line = raw.decode("utf-8")
                 if line.startswith("event: "):
                     event = line[len("event: "):]
                 elif line.startswith("data: "):

@@ -43,7 +43,10 @@ class FrozenLoop:
 def read_events(response: requests.Response):
     """Yields (event, data) pairs of a text/event-stream response as they arrive."""
     event = None
-    for line in response.iter_lines(decode_unicode=True):
+    # Lines end only at CR or LF: bytes' splitting, not str's (which also splits at
+    # characters such as U+2028 that an episode's text may hold).
+    for raw in response.iter_lines():
+        line = raw.decode("utf-8")
         if line.startswith("event: "):
             event = line[len("event: "):]
         elif line.startswith("data: "):
