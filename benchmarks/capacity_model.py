@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 # docs/benchmarks.md, "Latest run": p50 latency of a 256-token episode at 1, 3, 8 and 16 decoded
 # together (AMD EPYC, 2 cores, bfloat16 weights). Measure your own with capacity_check.py.
-DOCUMENTED_LATENCY = {1: 3.22, 3: 4.89, 8: 6.85, 16: 10.30}
+DOCUMENTED_LATENCY = {1: 1.27, 3: 1.82, 8: 4.04, 16: 7.60}
 
 
 @dataclass(frozen=True)
