@@ -1,4 +1,5 @@
 """benchmarks/capacity_model.py against queueing results known in closed form, and its CLI."""
+import json
 import os
 import statistics
 import subprocess
@@ -42,10 +43,14 @@ def test_batching_speed_is_interpolated_between_measured_sizes():
     assert speed.episodes_per_second(3) == pytest.approx(0.6)
 
 
-def test_the_plan_names_the_replicas_needed():
-    done = subprocess.run([sys.executable, SCRIPT, "--rate", "60", "--p95", "10",
-                           "--arrivals", "4000"], capture_output=True, text=True, timeout=120)
+def test_the_plan_names_the_replicas_needed(tmp_path):
+    rates = tmp_path / "rates.json"
+    rates.write_text(json.dumps({"latency": {"1": 3.22, "3": 4.89}}), encoding="utf-8")
+    done = subprocess.run([sys.executable, SCRIPT, "--rate", "60", "--p95", "10", "--arrivals",
+                           "4000", "--rates", str(rates)], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0, done.stderr
+    assert "36.8 episodes/minute at most" in done.stdout  # 3 every 4.89 s
     assert "replicas needed: 3" in done.stdout  # 60/min over 36.8/min a replica, load <= 80%
 
 
