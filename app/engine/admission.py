@@ -89,7 +89,7 @@ class RequestLine:
         slots (the admitted ones still start)."""
         with self._lock:
             self._closed_reason = reason
-            waiting = list(self._line)[self._admitted:]
+            waiting = self._waiting()
             for generation in waiting:
                 self._line.remove(generation)
             self._lock.notify_all()
@@ -118,8 +118,7 @@ class RequestLine:
         whose wait ran out: (expired, cancelled)."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            waiting = list(self._line)[self._admitted:]
-            expired = [g for g in waiting if not g.cancelled and g.deadline <= now]
+            expired = [g for g in self._waiting() if not g.cancelled and g.deadline <= now]
             cancelled = [g for g in self._line if g.cancelled]
             for generation in expired + cancelled:
                 self._take_out(generation)
@@ -134,13 +133,17 @@ class RequestLine:
             return taken
 
     def _take_out(self, generation: Generation) -> None:
-        admitted = generation in list(self._line)[:self._admitted]
+        admitted = self._line.index(generation) < self._admitted
         self._line.remove(generation)
         if admitted:
             self._admitted -= 1
             self._give_back(generation.slots)
         else:
             self._admit_waiting()  # the head that left may have held back smaller ones
+
+    def _waiting(self) -> list[Generation]:
+        """The requests in line without slots, oldest first."""
+        return list(self._line)[self._admitted:]
 
     def _give_back(self, slots: int) -> None:
         self._active -= slots
@@ -154,7 +157,7 @@ class RequestLine:
 
     def next_deadline(self) -> float | None:
         with self._lock:
-            return min((g.deadline for g in list(self._line)[self._admitted:]), default=None)
+            return min((g.deadline for g in self._waiting()), default=None)
 
     def wait_for_work(self, timeout: float) -> None:
         with self._lock:
