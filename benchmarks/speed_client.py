@@ -69,6 +69,14 @@ def percentiles(values: list) -> dict:
     return {"p50": at(0.50), "p95": at(0.95), "max": values[-1]}
 
 
+def event_stream_lines(response: requests.Response):
+    """The lines of a text/event-stream response as they arrive. Lines end only at
+    CR or LF there: bytes' splitting, not str's, which also splits at characters
+    such as U+2028 that an episode's text may hold."""
+    for raw in response.iter_lines():
+        yield raw.decode("utf-8")
+
+
 def stream_episode(url: str, length: int, seed: int, timeout: float = 600.0) -> Episode:
     """GET /stream: time to the first `piece` event and to the final `done` event."""
     started = time.perf_counter()
@@ -79,10 +87,7 @@ def stream_episode(url: str, length: int, seed: int, timeout: float = 600.0) -> 
             if answer.status_code != 200:
                 return Episode(time.perf_counter() - started, error=_reason(answer))
             event = None
-            # Lines end only at CR or LF in an event stream: bytes' splitting, not str's,
-            # which also splits at characters such as U+2028 inside an episode's text.
-            for raw in answer.iter_lines():
-                line = raw.decode("utf-8")
+            for line in event_stream_lines(answer):
                 if line.startswith("event: "):
                     event = line[len("event: "):]
                 elif line.startswith("data: "):

@@ -8,6 +8,7 @@ import os
 
 import requests
 
+from benchmarks.speed_client import event_stream_lines
 from pokegen.service_stack import wait_for
 
 # Every decoding turn slowed a little, so that a long generation is still running when a test
@@ -43,10 +44,7 @@ class FrozenLoop:
 def read_events(response: requests.Response):
     """Yields (event, data) pairs of a text/event-stream response as they arrive."""
     event = None
-    # Lines end only at CR or LF: bytes' splitting, not str's (which also splits at
-    # characters such as U+2028 that an episode's text may hold).
-    for raw in response.iter_lines():
-        line = raw.decode("utf-8")
+    for line in event_stream_lines(response):
         if line.startswith("event: "):
             event = line[len("event: "):]
         elif line.startswith("data: "):
